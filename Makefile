@@ -1,0 +1,39 @@
+# pgkit: `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+GOLANGCI_LINT_VERSION ?= v2.15.0
+BENCHTIME ?= 1x
+TESTFLAGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Check (and on Debian as root, install) PostgreSQL and Redis for tests and the demo.
+	@bash scripts/provision.sh
+
+.PHONY: demo
+demo: deps ## Run the quickstart tour against a throwaway server (or PGKIT_DATABASE_URL).
+	$(GO) run ./examples/quickstart
+
+.PHONY: test
+test: deps ## go vet, then every test with the race detector against real PostgreSQL and Redis.
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
+
+.PHONY: bench
+bench: deps ## Benchmarks: pgkit and raw pgx side by side, with the ratio.
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+.PHONY: lint
+lint: ## gofmt and golangci-lint (installed at a pinned version).
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w on the files above"; exit 1; }
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
+
+.PHONY: tidy
+tidy: ## go mod tidy and gofmt -w.
+	$(GO) mod tidy
+	gofmt -w .

@@ -1,0 +1,35 @@
+// Package pgkit turns a pgx pool into a production database layer for Go
+// services: a tuned pgxpool behind one Open, with an acquire timeout, lifetime
+// recycling with jitter, a liveness ping on checkout, server-side timeouts,
+// JIT off and TCP keepalives; health checks and pool statistics with HTTP
+// handlers.
+//
+// Open a DB once per process and share it:
+//
+//	db, err := pgkit.Open(ctx, pgkit.Config{
+//		URL:        os.Getenv("DATABASE_URL"),
+//		Logger:     slog.Default(),
+//		Registerer: prometheus.DefaultRegisterer,
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	defer db.Close()
+//
+// DB has the method set of *pgxpool.Pool (Exec, Query, QueryRow, SendBatch,
+// CopyFrom, Begin, BeginTx, Acquire, Ping, Stat), and Pool returns the pool
+// itself. Every wait for a connection is bounded by Config.AcquireTimeout:
+//
+//	_, err := db.Exec(ctx, "UPDATE users SET name = $1 WHERE id = $2", name, id)
+//	if errors.Is(err, pgkit.ErrAcquireTimeout) {
+//		// the pool is exhausted: answer 503 rather than queue forever
+//	}
+//
+// Health and statistics:
+//
+//	mux.Handle("/healthz", pgkit.HealthHandler(db))
+//	mux.Handle("/admin/db-stats", pgkit.StatsHandler(db, pgkit.BearerToken(adminToken)))
+//
+// Functions that only run statements take a Querier, which *DB, pgx.Tx and
+// *pgxpool.Conn all satisfy, so they work inside or outside a transaction.
+package pgkit

@@ -1,0 +1,191 @@
+// Command quickstart is the pgkit tour that `make demo` runs. It needs no
+// configuration: it uses PGKIT_DATABASE_URL or DATABASE_URL when set, and
+// otherwise starts a throwaway PostgreSQL server (local binaries, else
+// Docker) that it removes on exit. It creates the demo schema, opens pgkit,
+// does a little work, and prints the effective pool configuration, the health
+// report and the pool statistics.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+)
+
+// demoSchema holds the demo's tables, so that a database given by URL is
+// left as it was: the schema is dropped on exit.
+const demoSchema = "pgkit_demo"
+
+func main() {
+	if err := run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	serverURL, stop, err := server(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	if err := createSchema(ctx, serverURL); err != nil {
+		return err
+	}
+	defer dropSchema(serverURL)
+
+	step("1. Open: a tuned pool")
+	db, err := pgkit.Open(ctx, pgkit.Config{
+		URL:             withSearchPath(serverURL, demoSchema),
+		ApplicationName: "pgkit-quickstart",
+		Logger:          logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	printConfig(db.Config())
+
+	step("2. Some work: a tenant, 1,000 users, a count")
+	if err := work(ctx, db); err != nil {
+		return err
+	}
+
+	step("3. Health")
+	printJSON(db.Health(ctx))
+
+	step("4. Pool statistics")
+	printJSON(db.PoolStats())
+	return nil
+}
+
+// server returns the URL of the server to use, and how to stop it if it was
+// started here.
+func server(ctx context.Context) (string, func(), error) {
+	for _, env := range []string{"PGKIT_DATABASE_URL", "DATABASE_URL"} {
+		if u := os.Getenv(env); u != "" {
+			fmt.Printf("using the database in $%s\n", env)
+			return u, func() {}, nil
+		}
+	}
+	fmt.Println("no PGKIT_DATABASE_URL or DATABASE_URL: starting a throwaway PostgreSQL server")
+	start := time.Now()
+	cluster, err := pgtest.Start(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Printf("server ready on port %d in %s\n", cluster.Port(), time.Since(start).Round(time.Millisecond))
+	return cluster.URL(), func() {
+		if err := cluster.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: stopping the throwaway server:", err)
+		}
+	}, nil
+}
+
+func createSchema(ctx context.Context, serverURL string) error {
+	schema, err := os.ReadFile(pgtest.SchemaPath())
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, fmt.Sprintf("DROP SCHEMA IF EXISTS %[1]s CASCADE; CREATE SCHEMA %[1]s; SET search_path = %[1]s;\n%s",
+		demoSchema, schema))
+	return err
+}
+
+func dropSchema(serverURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if conn, err := pgx.Connect(ctx, serverURL); err == nil {
+		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+demoSchema+" CASCADE")
+		_ = conn.Close(ctx)
+	}
+}
+
+func work(ctx context.Context, db *pgkit.DB) error {
+	if _, err := db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme Inc.')`); err != nil {
+		return err
+	}
+	start := time.Now()
+	n, err := db.CopyFrom(ctx, pgx.Identifier{"users"}, []string{"tenant_id", "email", "name"},
+		pgx.CopyFromSlice(1000, func(i int) ([]any, error) {
+			return []any{"acme", fmt.Sprintf("user%d@acme.test", i), fmt.Sprintf("User %d", i)}, nil
+		}))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("copied %d users in %s\n", n, time.Since(start).Round(time.Microsecond))
+	var count int
+	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM users WHERE tenant_id = $1`, "acme").Scan(&count); err != nil {
+		return err
+	}
+	fmt.Printf("SELECT COUNT(*) FROM users: %d\n", count)
+	return nil
+}
+
+func printConfig(c pgkit.Config) {
+	rows := [][2]string{
+		{"URL", c.URL},
+		{"MaxConns", fmt.Sprint(c.MaxConns)},
+		{"MinConns", fmt.Sprint(c.MinConns)},
+		{"MinIdleConns", fmt.Sprint(c.MinIdleConns)},
+		{"AcquireTimeout", c.AcquireTimeout.String()},
+		{"MaxConnLifetime", c.MaxConnLifetime.String()},
+		{"MaxConnLifetimeJitter", c.MaxConnLifetimeJitter.String()},
+		{"MaxConnIdleTime", c.MaxConnIdleTime.String()},
+		{"HealthCheckPeriod", c.HealthCheckPeriod.String()},
+		{"PingTimeout", c.PingTimeout.String()},
+		{"ConnectTimeout", c.ConnectTimeout.String()},
+		{"StatementTimeout", c.StatementTimeout.String()},
+		{"IdleInTransactionTimeout", c.IdleInTransactionTimeout.String()},
+		{"ApplicationName", c.ApplicationName},
+		{"EnableJIT", fmt.Sprint(c.EnableJIT)},
+		{"Keepalive idle/interval/count", fmt.Sprintf("%s/%s/%d", c.KeepaliveIdle, c.KeepaliveInterval, c.KeepaliveCount)},
+		{"HealthTimeout", c.HealthTimeout.String()},
+	}
+	for _, r := range rows {
+		fmt.Printf("  %-30s %s\n", r[0], r[1])
+	}
+}
+
+func printJSON(v any) {
+	b, err := json.MarshalIndent(v, "  ", "  ")
+	if err != nil {
+		fmt.Println("  (cannot print:", err, ")")
+		return
+	}
+	fmt.Println("  " + string(b))
+}
+
+func step(title string) { fmt.Printf("\n== %s\n", title) }
+
+// withSearchPath adds search_path to a connection string in either form.
+func withSearchPath(connString, schema string) string {
+	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
+		if u, err := url.Parse(connString); err == nil {
+			q := u.Query()
+			q.Set("search_path", schema)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return connString + " search_path=" + schema
+}

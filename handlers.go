@@ -1,0 +1,62 @@
+package pgkit
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// HealthHandler serves db.Health as JSON: 200 when up or degraded (the server
+// answers; the pool is busy), 503 when down. Mount it for load balancer and
+// Kubernetes probes. The body never holds the URL or a password.
+func HealthHandler(db *DB) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		report := db.Health(r.Context())
+		code := http.StatusOK
+		if report.Status == StatusDown {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, report)
+	})
+}
+
+// StatsHandler serves the admin db-stats endpoint: JSON with pool_stats,
+// healthy (the health check found the database up) and timestamp (RFC 3339,
+// UTC). Callers for whom authorize returns false, and every caller when
+// authorize is nil, get 401 with a JSON error: pool statistics are for
+// operators, not the public.
+func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if authorize == nil || !authorize(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="pgkit"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		report := db.Health(r.Context())
+		writeJSON(w, http.StatusOK, struct {
+			PoolStats PoolStats `json:"pool_stats"`
+			Healthy   bool      `json:"healthy"`
+			Timestamp string    `json:"timestamp"`
+		}{report.Pool, report.Status == StatusUp, time.Now().UTC().Format(time.RFC3339)})
+	})
+}
+
+// BearerToken returns an authorize function for StatsHandler that accepts a
+// request whose Authorization header is "Bearer <token>", compared in
+// constant time. An empty token accepts no one.
+func BearerToken(token string) func(*http.Request) bool {
+	want := []byte(token)
+	return func(r *http.Request) bool {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		return ok && len(want) > 0 && subtle.ConstantTimeCompare([]byte(got), want) == 1
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

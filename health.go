@@ -1,0 +1,193 @@
+package pgkit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// HealthStatus is the verdict of DB.Health.
+type HealthStatus string
+
+// The three health verdicts.
+const (
+	// StatusUp: a connection was had in time and the server answered.
+	StatusUp HealthStatus = "up"
+	// StatusDegraded: the server may be fine, but the pool could not give the
+	// check a connection in time because every connection is in use.
+	StatusDegraded HealthStatus = "degraded"
+	// StatusDown: the server could not be reached or did not answer in time.
+	StatusDown HealthStatus = "down"
+)
+
+// HealthReport is what DB.Health found. It never holds the URL or a password.
+type HealthReport struct {
+	Status HealthStatus
+	// Reason says why the status is not up; empty when up.
+	Reason string
+	// Latency is the round trip of the check's query (zero when it could not run).
+	Latency time.Duration
+	// ServerVersion is the server's server_version setting, e.g. "15.19".
+	ServerVersion string
+	// InRecovery is pg_is_in_recovery(): true on a standby.
+	InRecovery bool
+	// Pool is the pool's statistics at the end of the check.
+	Pool PoolStats
+	// CheckedAt is when the check finished.
+	CheckedAt time.Time
+}
+
+// MarshalJSON writes the report with snake_case keys and latency in
+// milliseconds.
+func (r HealthReport) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Status        HealthStatus `json:"status"`
+		Reason        string       `json:"reason,omitempty"`
+		LatencyMS     float64      `json:"latency_ms"`
+		ServerVersion string       `json:"server_version,omitempty"`
+		InRecovery    bool         `json:"in_recovery"`
+		Pool          PoolStats    `json:"pool"`
+		CheckedAt     time.Time    `json:"checked_at"`
+	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, r.CheckedAt.UTC()})
+}
+
+// Health checks the database within Config.HealthTimeout (default 1s) and
+// never blocks past it, nor past ctx. An unreachable or silent server is down;
+// a pool too busy to lend the check a connection in time is degraded.
+func (db *DB) Health(ctx context.Context) HealthReport {
+	ctx, cancel := context.WithTimeout(ctx, db.cfg.HealthTimeout)
+	defer cancel()
+
+	r := db.health(ctx)
+	r.Pool = db.PoolStats()
+	r.CheckedAt = time.Now()
+	if r.Status != StatusUp {
+		db.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: database health check failed",
+			slog.String("status", string(r.Status)), slog.String("reason", r.Reason))
+	}
+	return r
+}
+
+func (db *DB) health(ctx context.Context) HealthReport {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		st := db.pool.Stat()
+		if (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && st.AcquiredConns() >= st.MaxConns() {
+			return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
+				"pool exhausted: all %d connections in use, none free within %s", st.MaxConns(), db.cfg.HealthTimeout)}
+		}
+		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
+	}
+	defer conn.Release()
+
+	var r HealthReport
+	start := time.Now()
+	err = conn.QueryRow(ctx, `SELECT current_setting('server_version'), pg_is_in_recovery()`).Scan(&r.ServerVersion, &r.InRecovery)
+	if err != nil {
+		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
+	}
+	r.Latency = time.Since(start)
+	r.Status = StatusUp
+	return r
+}
+
+// reason describes a failed check without anything from the URL (pgx's
+// connect errors name the host, user and database): a server error's
+// SQLSTATE and message, the system error, or a timeout.
+func (db *DB) reason(err error) string {
+	var pgErr *pgconn.PgError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &pgErr):
+		return fmt.Sprintf("server error %s: %s", pgErr.Code, pgErr.Message)
+	case errors.As(err, &errno):
+		return "cannot reach the server: " + errno.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("no answer from the server within %s", db.cfg.HealthTimeout)
+	case errors.Is(err, context.Canceled):
+		return "check canceled"
+	default:
+		return "cannot reach the server"
+	}
+}
+
+// PoolStats is a snapshot of the pool, in the terms of HikariCP and
+// SQLAlchemy as README's table maps them.
+type PoolStats struct {
+	// Size is the number of open connections (idle, acquired and being opened).
+	Size int32 `json:"size"`
+	// Acquired is the number checked out (SQLAlchemy's checkedout()).
+	Acquired int32 `json:"acquired"`
+	// Idle is the number ready in the pool (SQLAlchemy's checkedin()).
+	Idle int32 `json:"idle"`
+	// Constructing is the number being opened right now.
+	Constructing int32 `json:"constructing"`
+	// Max is MaxConns.
+	Max int32 `json:"max"`
+	// Utilization is Acquired / Max, from 0 to 1.
+	Utilization float64 `json:"utilization"`
+	// Waiting is the number of callers waiting for a connection right now.
+	Waiting int64 `json:"waiting"`
+
+	// AcquireCount counts successful checkouts.
+	AcquireCount int64 `json:"acquire_count"`
+	// EmptyAcquireCount counts checkouts that had to wait for a connection.
+	EmptyAcquireCount int64 `json:"empty_acquire_count"`
+	// CanceledAcquireCount counts checkouts abandoned by their context.
+	CanceledAcquireCount int64 `json:"canceled_acquire_count"`
+	// AcquireTimeouts counts checkouts that hit AcquireTimeout.
+	AcquireTimeouts int64 `json:"acquire_timeouts"`
+	// AcquireWait is the total time spent in successful checkouts.
+	AcquireWait time.Duration `json:"-"`
+	// EmptyAcquireWait is the part of AcquireWait spent waiting.
+	EmptyAcquireWait time.Duration `json:"-"`
+	// NewConns counts connections opened.
+	NewConns int64 `json:"new_conns"`
+	// ClosedForLifetime counts connections closed by MaxConnLifetime.
+	ClosedForLifetime int64 `json:"closed_for_lifetime"`
+	// ClosedForIdle counts connections closed by MaxConnIdleTime.
+	ClosedForIdle int64 `json:"closed_for_idle"`
+}
+
+// MarshalJSON writes the stats with snake_case keys and the wait times as
+// acquire_wait_seconds and empty_acquire_wait_seconds.
+func (s PoolStats) MarshalJSON() ([]byte, error) {
+	type plain PoolStats
+	return json.Marshal(struct {
+		plain
+		AcquireWait      float64 `json:"acquire_wait_seconds"`
+		EmptyAcquireWait float64 `json:"empty_acquire_wait_seconds"`
+	}{plain(s), s.AcquireWait.Seconds(), s.EmptyAcquireWait.Seconds()})
+}
+
+// PoolStats reads the pool's statistics now.
+func (db *DB) PoolStats() PoolStats {
+	s := db.pool.Stat()
+	ps := PoolStats{
+		Size:                 s.TotalConns(),
+		Acquired:             s.AcquiredConns(),
+		Idle:                 s.IdleConns(),
+		Constructing:         s.ConstructingConns(),
+		Max:                  s.MaxConns(),
+		Waiting:              db.tracer.waiting.Load(),
+		AcquireCount:         s.AcquireCount(),
+		EmptyAcquireCount:    s.EmptyAcquireCount(),
+		CanceledAcquireCount: s.CanceledAcquireCount(),
+		AcquireTimeouts:      db.tracer.acquireTimeouts.Load(),
+		AcquireWait:          s.AcquireDuration(),
+		EmptyAcquireWait:     s.EmptyAcquireWaitTime(),
+		NewConns:             s.NewConnsCount(),
+		ClosedForLifetime:    s.MaxLifetimeDestroyCount(),
+		ClosedForIdle:        s.MaxIdleDestroyCount(),
+	}
+	if ps.Max > 0 {
+		ps.Utilization = float64(ps.Acquired) / float64(ps.Max)
+	}
+	return ps
+}

@@ -1,0 +1,212 @@
+package pgkit_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/stretchr/testify/require"
+)
+
+const healthTimeout = 500 * time.Millisecond
+
+// checkHealth runs db.Health and requires that it returned within its timeout
+// (plus scheduling slack).
+func checkHealth(t *testing.T, db *pgkit.DB) pgkit.HealthReport {
+	t.Helper()
+	start := time.Now()
+	r := db.Health(context.Background())
+	require.Less(t, time.Since(start), healthTimeout+500*time.Millisecond, "Health blocked past its timeout")
+	return r
+}
+
+func TestHealthUp(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{HealthTimeout: healthTimeout})
+	r := checkHealth(t, db)
+	require.Equal(t, pgkit.StatusUp, r.Status, r.Reason)
+	require.Empty(t, r.Reason)
+	require.Positive(t, r.Latency)
+	require.Regexp(t, `^\d+(\.\d+)?`, r.ServerVersion)
+	require.False(t, r.InRecovery)
+	require.Equal(t, int32(4), r.Pool.Max)
+	require.Equal(t, int32(0), r.Pool.Acquired, "the check gave its connection back")
+	require.GreaterOrEqual(t, r.Pool.Size, int32(1))
+	require.WithinDuration(t, time.Now(), r.CheckedAt, 5*time.Second)
+}
+
+func TestHealthDownAndBackWithSameDB(t *testing.T) {
+	t.Parallel()
+	cluster := pgtest.StartCluster(t)
+	db := openTest(t, pgkit.Config{URL: cluster.URL(), MaxConns: 4, HealthTimeout: healthTimeout})
+	require.Equal(t, pgkit.StatusUp, checkHealth(t, db).Status)
+
+	require.NoError(t, cluster.Stop(context.Background()))
+	r := checkHealth(t, db)
+	require.Equal(t, pgkit.StatusDown, r.Status)
+	require.NotEmpty(t, r.Reason)
+	require.NotContains(t, r.Reason, "127.0.0.1", "the reason must not reveal the URL")
+
+	require.NoError(t, cluster.Start(context.Background()))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r = checkHealth(t, db)
+		if r.Status == pgkit.StatusUp || time.Now().After(deadline) {
+			break
+		}
+	}
+	require.Equal(t, pgkit.StatusUp, r.Status, "the same DB recovers once the server is back: %s", r.Reason)
+}
+
+func TestHealthDegradedWhenPoolExhausted(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{MaxConns: 2, HealthTimeout: healthTimeout})
+	var held []*pgxpool.Conn
+	for range 2 {
+		c, err := db.Acquire(context.Background())
+		require.NoError(t, err)
+		held = append(held, c)
+	}
+	r := checkHealth(t, db)
+	require.Equal(t, pgkit.StatusDegraded, r.Status)
+	require.Contains(t, r.Reason, "pool exhausted")
+	require.Equal(t, int32(2), r.Pool.Acquired)
+	require.InDelta(t, 1.0, r.Pool.Utilization, 1e-9)
+
+	for _, c := range held {
+		c.Release()
+	}
+	require.Equal(t, pgkit.StatusUp, checkHealth(t, db).Status)
+}
+
+func TestHealthDownWhenUnreachable(t *testing.T) {
+	t.Parallel()
+	db, err := pgkit.Open(context.Background(), pgkit.Config{
+		URL: "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db", LazyConnect: true, HealthTimeout: healthTimeout,
+	})
+	require.NoError(t, err)
+	defer db.Close()
+	r := checkHealth(t, db)
+	require.Equal(t, pgkit.StatusDown, r.Status)
+	require.Equal(t, "cannot reach the server: connection refused", r.Reason)
+}
+
+func TestPoolStatsCounters(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{MaxConns: 3})
+	ctx := context.Background()
+	for range 5 {
+		_, err := db.Exec(ctx, "SELECT 1")
+		require.NoError(t, err)
+	}
+	c, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	s := db.PoolStats()
+	require.Equal(t, int32(1), s.Acquired)
+	require.Equal(t, int32(3), s.Max)
+	require.InDelta(t, 1.0/3, s.Utilization, 1e-9)
+	require.Equal(t, s.Size, s.Acquired+s.Idle+s.Constructing)
+	require.GreaterOrEqual(t, s.AcquireCount, int64(6+1), "Open's check, five Execs and one Acquire")
+	require.GreaterOrEqual(t, s.NewConns, int64(1))
+	require.Equal(t, int64(0), s.Waiting)
+	c.Release()
+}
+
+func TestHealthHandler(t *testing.T) {
+	t.Parallel()
+	const secret = "handler-s3cret"
+	db := openTest(t, pgkit.Config{URL: withPassword(t, pgtest.NewDatabase(t), secret), MaxConns: 2, HealthTimeout: healthTimeout})
+	srv := httptest.NewServer(pgkit.HealthHandler(db))
+	defer srv.Close()
+
+	code, body := get(t, srv.URL, "")
+	require.Equal(t, http.StatusOK, code)
+	var report map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &report))
+	require.Equal(t, "up", report["status"])
+	require.Contains(t, report, "latency_ms")
+	require.Contains(t, report, "server_version")
+	pool := report["pool"].(map[string]any)
+	for _, k := range []string{"size", "acquired", "idle", "max", "utilization", "waiting", "acquire_count", "acquire_wait_seconds"} {
+		require.Contains(t, pool, k)
+	}
+	require.NotContains(t, body, secret)
+	require.NotContains(t, body, "postgres://")
+
+	down, err := pgkit.Open(context.Background(), pgkit.Config{
+		URL:         "postgres://postgres:" + secret + "@127.0.0.1:" + closedPort(t) + "/db",
+		LazyConnect: true, HealthTimeout: healthTimeout,
+	})
+	require.NoError(t, err)
+	defer down.Close()
+	srvDown := httptest.NewServer(pgkit.HealthHandler(down))
+	defer srvDown.Close()
+	code, body = get(t, srvDown.URL, "")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, `"status":"down"`)
+	require.NotContains(t, body, secret)
+	require.NotContains(t, body, "127.0.0.1")
+}
+
+func TestStatsHandler(t *testing.T) {
+	t.Parallel()
+	const secret = "stats-s3cret"
+	db := openTest(t, pgkit.Config{URL: withPassword(t, pgtest.NewDatabase(t), secret), MaxConns: 2})
+
+	anon := httptest.NewServer(pgkit.StatsHandler(db, nil))
+	defer anon.Close()
+	code, body := get(t, anon.URL, "")
+	require.Equal(t, http.StatusUnauthorized, code)
+	require.JSONEq(t, `{"error":"unauthorized"}`, body)
+
+	srv := httptest.NewServer(pgkit.StatsHandler(db, pgkit.BearerToken("admin-token")))
+	defer srv.Close()
+	for _, bad := range []string{"", "Bearer wrong", "Bearer admin-token-and-more", "admin-token", "Basic admin-token"} {
+		code, body = get(t, srv.URL, bad)
+		require.Equal(t, http.StatusUnauthorized, code, bad)
+		require.JSONEq(t, `{"error":"unauthorized"}`, body)
+	}
+
+	code, body = get(t, srv.URL, "Bearer admin-token")
+	require.Equal(t, http.StatusOK, code)
+	var got struct {
+		PoolStats map[string]any `json:"pool_stats"`
+		Healthy   *bool          `json:"healthy"`
+		Timestamp string         `json:"timestamp"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &got))
+	require.NotNil(t, got.Healthy)
+	require.True(t, *got.Healthy)
+	require.Equal(t, float64(2), got.PoolStats["max"])
+	ts, err := time.Parse(time.RFC3339, got.Timestamp)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(got.Timestamp, "Z"), "timestamp in UTC: %s", got.Timestamp)
+	require.WithinDuration(t, time.Now(), ts, time.Minute)
+	require.NotContains(t, body, secret)
+	require.NotContains(t, body, "postgres://")
+}
+
+func get(t *testing.T, url, authorization string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	req.Close = true // no keep-alive goroutine left for goleak to find
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	return resp.StatusCode, string(body)
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes sure the servers that `make test` and `make demo` need can be had:
+# PostgreSQL server binaries (or PGKIT_TEST_DATABASE_URL / PGKIT_DATABASE_URL)
+# and redis-server (or PGKIT_TEST_REDIS_URL). On Debian, as root or with sudo,
+# it installs what is missing; elsewhere it stops with the command to run.
+set -euo pipefail
+
+missing=()
+have_pg_bin() {
+	command -v initdb >/dev/null 2>&1 && return 0
+	command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ] && return 0
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+if [ -z "${PGKIT_TEST_DATABASE_URL:-}" ] && ! have_pg_bin; then
+	missing+=(postgresql)
+fi
+if [ -z "${PGKIT_TEST_REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
+	missing+=(redis-server)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo="sudo -n"
+if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
+	echo "provision: installing ${missing[*]} with apt-get"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+	exit 0
+fi
+echo "provision: missing ${missing[*]}. Install them, for example:" >&2
+echo "  sudo apt-get install ${missing[*]}      (Debian/Ubuntu)" >&2
+echo "  brew install postgresql redis            (macOS)" >&2
+echo "or point the tests at running servers with PGKIT_TEST_DATABASE_URL and PGKIT_TEST_REDIS_URL," >&2
+echo "or run a Docker engine (the test harness then uses testcontainers)." >&2
+exit 1
