@@ -305,8 +305,8 @@ func (cfg *Config) validate() error {
 		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
 	}
 	durations := []struct {
-		field     string
-		d         time.Duration
+		field      string
+		d          time.Duration
 		canDisable bool
 	}{
 		{"MaxConnIdleTime", cfg.MaxConnIdleTime, false},

@@ -260,7 +260,7 @@ func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 			}
 			return err
 		},
-		"Ping":     func(ctx context.Context) error { return db.Ping(ctx) },
+		"Ping":      func(ctx context.Context) error { return db.Ping(ctx) },
 		"Pool.Exec": func(ctx context.Context) error { _, err := db.Pool().Exec(ctx, "SELECT 1"); return err },
 	}
 	for name, call := range methods {
