@@ -43,10 +43,10 @@ const (
 )
 
 // DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
-// the URL's pool_max_conns sets one: 4 × GOMAXPROCS, at least 8. The pool-size
-// sweep in README ("Pool sizing") is where this comes from: throughput stops
-// growing well before that, while the p99 wait for a connection keeps falling
-// until about there.
+// the URL's pool_max_conns sets one: 4 × GOMAXPROCS, at least 8. README's
+// "Pool sizing" sweep is where it comes from: the seed's CPU-bound load
+// saturates the server at 2 connections per core and larger pools only move
+// the queue into the server; twice that leaves room for I/O-bound queries.
 func DefaultMaxConns() int32 {
 	return int32(max(8, 4*runtime.GOMAXPROCS(0)))
 }

@@ -1,0 +1,241 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+	"go.uber.org/goleak"
+)
+
+// RedisImage is the image RedisURL runs when it has to use Docker.
+const RedisImage = "redis:7-alpine"
+
+// shared holds the servers this test binary resolved once and shares
+// between its tests; Main closes the ones it started.
+var shared struct {
+	pgOnce    sync.Once
+	pgURL     string
+	pgCluster *Cluster
+	pgErr     error
+
+	tplMu   sync.Mutex
+	tplName map[string]string // admin URL -> template name
+
+	redisOnce   sync.Once
+	redisURL    string
+	redisServer *RedisServer
+	redisCtr    *tcredis.RedisContainer
+	redisErr    error
+}
+
+// Main runs the tests of a package and exits; call it from TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// After the tests it stops the shared servers this binary started (see
+// AdminURL and RedisURL); then, if the tests passed, it looks for leaked
+// goroutines with goleak.Find(leakOpts...) and fails the run, printing
+// them, if there are any. When the binary used Docker it also ignores the
+// goroutines testcontainers keeps for the life of the process.
+func Main(m *testing.M, leakOpts ...goleak.Option) {
+	code := m.Run()
+	if err := closeShared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	if code == 0 {
+		if dockerUsed.Load() {
+			leakOpts = append(leakOpts,
+				goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
+				goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+				goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+			)
+		}
+		if err := goleak.Find(leakOpts...); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: goroutines leaked by the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// closeShared stops the shared servers this binary started.
+func closeShared() error {
+	var errs []error
+	if c := shared.pgCluster; c != nil {
+		errs = append(errs, c.Close())
+	}
+	if r := shared.redisServer; r != nil {
+		errs = append(errs, r.Stop())
+	}
+	if c := shared.redisCtr; c != nil {
+		if err := guardPanic(func() error { return testcontainers.TerminateContainer(c) }); err != nil {
+			errs = append(errs, fmt.Errorf("pgtest: remove redis container: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AdminURL returns the URL of this test binary's PostgreSQL server, for a
+// superuser, resolved once: PGKIT_TEST_DATABASE_URL if set; else a
+// throwaway cluster from local binaries, shared by every test of the binary
+// and closed by Main; else one in Docker; else the test fails with a
+// message naming the three ways to get a server.
+func AdminURL(t testing.TB) string {
+	t.Helper()
+	shared.pgOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		shared.pgURL, shared.pgCluster, shared.pgErr = defaultFinder().resolvePostgres(ctx)
+	})
+	if shared.pgErr != nil {
+		t.Fatal(shared.pgErr)
+	}
+	return shared.pgURL
+}
+
+// resolvePostgres finds the shared server: the URL from the environment,
+// else a cluster of its own (returned, for the caller to close).
+func (f finder) resolvePostgres(ctx context.Context) (string, *Cluster, error) {
+	if u := strings.TrimSpace(f.getenv(EnvDatabaseURL)); u != "" {
+		return u, nil, nil
+	}
+	c, err := f.startCluster(ctx, []string{EnvDatabaseURL + " is not set"})
+	if err != nil {
+		return "", nil, err
+	}
+	return c.URL(), c, nil
+}
+
+// NewDatabase returns the URL of a new database of the test's own on the
+// shared server (see AdminURL), cloned from the template that has
+// testdata/schema.sql applied (see CreateTemplate); t.Cleanup drops it.
+// Tests using it can call t.Parallel.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	admin := AdminURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tpl, err := sharedTemplate(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, drop, err := CreateDatabase(ctx, admin, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := drop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return dbURL
+}
+
+// sharedTemplate calls CreateTemplate once per admin URL in this process.
+// A failure is not remembered, so a later test may try again.
+func sharedTemplate(ctx context.Context, adminURL string) (string, error) {
+	shared.tplMu.Lock()
+	defer shared.tplMu.Unlock()
+	if name, ok := shared.tplName[adminURL]; ok {
+		return name, nil
+	}
+	name, err := CreateTemplate(ctx, adminURL)
+	if err != nil {
+		return "", err
+	}
+	if shared.tplName == nil {
+		shared.tplName = map[string]string{}
+	}
+	shared.tplName[adminURL] = name
+	return name, nil
+}
+
+// StartCluster starts a PostgreSQL server of the test's own (see Start:
+// local binaries, else Docker, else the test fails naming the three ways)
+// and closes it in t.Cleanup. Use it for tests that stop, restart or
+// reconfigure a server; others should use NewDatabase.
+func StartCluster(t testing.TB, opts ...Option) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+// RedisURL returns the URL of this test binary's Redis server, resolved
+// once: PGKIT_TEST_REDIS_URL if set; else a redis-server of its own on a
+// free port, shared by every test of the binary and stopped by Main; else
+// one in Docker; else the test fails with a message naming the three ways.
+// Tests sharing it should keep to keys of their own (a prefix per test).
+func RedisURL(t testing.TB) string {
+	t.Helper()
+	shared.redisOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		shared.redisURL, shared.redisServer, shared.redisCtr, shared.redisErr = defaultFinder().resolveRedis(ctx)
+	})
+	if shared.redisErr != nil {
+		t.Fatal(shared.redisErr)
+	}
+	return shared.redisURL
+}
+
+// resolveRedis finds the shared Redis: the URL from the environment, else
+// a server or container of its own (returned, for the caller to stop).
+func (f finder) resolveRedis(ctx context.Context) (string, *RedisServer, *tcredis.RedisContainer, error) {
+	if u := strings.TrimSpace(f.getenv(EnvRedisURL)); u != "" {
+		return u, nil, nil, nil
+	}
+	reasons := []string{EnvRedisURL + " is not set"}
+	r, err := startRedisServer(ctx, f.path)
+	if err == nil {
+		return r.URL(), r, nil, nil
+	}
+	reasons = append(reasons, reason(err))
+	if err := f.dockerOK(ctx); err != nil {
+		reasons = append(reasons, reason(err))
+		return "", nil, nil, noRedisError(reasons...)
+	}
+	dockerUsed.Store(true)
+	var ctr *tcredis.RedisContainer
+	err = guardPanic(func() error {
+		var err error
+		ctr, err = tcredis.Run(ctx, RedisImage)
+		return err
+	})
+	var u string
+	if err == nil {
+		err = guardPanic(func() error {
+			var err error
+			u, err = ctr.ConnectionString(ctx)
+			return err
+		})
+	}
+	if err != nil {
+		_ = guardPanic(func() error { return testcontainers.TerminateContainer(ctr) })
+		reasons = append(reasons, "start "+RedisImage+" in Docker: "+err.Error())
+		return "", nil, nil, noRedisError(reasons...)
+	}
+	return u, nil, ctr, nil
+}

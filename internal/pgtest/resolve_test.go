@@ -1,0 +1,104 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// nothingFinder finds no server: no URL, an empty PATH, no Docker.
+func nothingFinder(t *testing.T) finder {
+	return finder{
+		getenv:   func(string) string { return "" },
+		path:     t.TempDir(),
+		dockerOK: func(context.Context) error { return errors.New("no Docker engine (test)") },
+	}
+}
+
+func TestResolvePostgresNamesTheThreeWays(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := nothingFinder(t)
+
+	_, c, err := f.resolvePostgres(ctx)
+	require.Error(t, err)
+	require.Nil(t, c)
+	msg := err.Error()
+	t.Log(msg)
+	require.Regexp(t, `^pgtest: `, msg)
+	require.Contains(t, msg, "set PGKIT_TEST_DATABASE_URL")
+	require.Contains(t, msg, "apt-get install postgresql")
+	require.Contains(t, msg, "run a Docker engine")
+	require.Contains(t, msg, "no Docker engine (test)", "says why Docker failed")
+	require.Contains(t, msg, "initdb and pg_ctl are not on PATH", "says why local binaries failed")
+
+	_, err = f.startCluster(ctx, nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "apt-get install postgresql")
+}
+
+func TestResolveRedisNamesTheThreeWays(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	_, r, ctr, err := nothingFinder(t).resolveRedis(ctx)
+	require.Error(t, err)
+	require.Nil(t, r)
+	require.Nil(t, ctr)
+	msg := err.Error()
+	t.Log(msg)
+	require.Regexp(t, `^pgtest: `, msg)
+	require.Contains(t, msg, "set PGKIT_TEST_REDIS_URL")
+	require.Contains(t, msg, "apt-get install redis-server")
+	require.Contains(t, msg, "run a Docker engine")
+}
+
+func TestResolveUsesTheURLFirst(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := nothingFinder(t)
+	f.getenv = func(k string) string {
+		return map[string]string{
+			EnvDatabaseURL: "postgres://somewhere/db",
+			EnvRedisURL:    "redis://somewhere:1/0",
+		}[k]
+	}
+	u, c, err := f.resolvePostgres(ctx)
+	require.NoError(t, err)
+	require.Nil(t, c, "no server started when the URL is set")
+	require.Equal(t, "postgres://somewhere/db", u)
+
+	u, r, ctr, err := f.resolveRedis(ctx)
+	require.NoError(t, err)
+	require.Nil(t, r)
+	require.Nil(t, ctr)
+	require.Equal(t, "redis://somewhere:1/0", u)
+}
+
+func TestPostgresBinsFallsBackToGlobs(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := nothingFinder(t)
+	f.pgGlobs = defaultPGGlobs
+	b, err := f.postgresBins(ctx)
+	if err != nil {
+		t.Skipf("no PostgreSQL under %v on this machine: %v", defaultPGGlobs, err)
+	}
+	require.FileExists(t, b.initdb)
+	require.FileExists(t, b.pgCtl)
+}
+
+// TestDockerCheckFailsFast shows that, with no engine where DOCKER_HOST
+// points, the check returns an error at once instead of panicking or
+// hanging inside testcontainers.
+func TestDockerCheckFailsFast(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/docker.sock")
+	ctx := testContext(t)
+	start := time.Now()
+	err := checkDocker(ctx)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "no Docker engine")
+	require.Less(t, time.Since(start), 5*time.Second)
+}

@@ -1,0 +1,52 @@
+package pgtest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+)
+
+// watchdogScript waits until its standard input closes, which happens when
+// this process ends however it ends (a test timeout's panic, a kill), and
+// then stops the cluster and removes its temp dir: no orphan server is left
+// behind. Close kills it first, so on the normal path it does nothing.
+const watchdogScript = `read -r line; "$0" stop -D "$1" -m immediate -w >/dev/null 2>&1; rm -rf "$2"`
+
+// watchdog is the shell running watchdogScript for one local cluster.
+type watchdog struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser // held open for the life of this process
+}
+
+func startWatchdog(lc *localCluster) (*watchdog, error) {
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript, lc.bins.pgCtl, lc.dataDir, lc.dir)
+	cmd.Dir = lc.dir
+	cmd.Env = serverEnv()
+	detach(cmd) // a Ctrl-C to the test must not end the watchdog first
+	if lc.as != nil {
+		setCredential(cmd, lc.as.uid, lc.as.gid)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: watchdog: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		_ = stdin.Close()
+		return nil, fmt.Errorf("pgtest: watchdog: %w", err)
+	}
+	return &watchdog{cmd: cmd, stdin: stdin}, nil
+}
+
+// stop ends the watchdog without letting it act.
+func (w *watchdog) stop() {
+	if w == nil {
+		return
+	}
+	if err := w.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		_ = w.stdin.Close() // it will act, harmlessly, on what is already gone
+	}
+	_ = w.cmd.Wait()
+	_ = w.stdin.Close()
+}

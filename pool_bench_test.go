@@ -1,0 +1,149 @@
+package pgkit_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/stretchr/testify/require"
+)
+
+// seedQueries is the seed's pool load test: this many concurrent
+// SELECT COUNT(*) FROM users over seedUsers users.
+const (
+	seedQueries = 1000
+	seedUsers   = 10_000
+)
+
+// BenchmarkPoolSize is the sweep behind DefaultMaxConns and README's "Pool
+// sizing" table. Each iteration runs the seed's load once through pgkit and
+// once through a raw pgxpool of the same size, alternately, on a server of the
+// benchmark's own (max_connections=400, so 150 + 150 fit). It reports
+// queries/s and the p99 wait for a connection for each, and their ratio.
+//
+//	go test -run '^$' -bench BenchmarkPoolSize -benchtime 10x
+func BenchmarkPoolSize(b *testing.B) {
+	ctx := context.Background()
+	cluster := pgtest.StartCluster(b, pgtest.WithSetting("max_connections", "400"))
+	tpl, err := pgtest.CreateTemplate(ctx, cluster.URL())
+	require.NoError(b, err)
+	url, drop, err := pgtest.CreateDatabase(ctx, cluster.URL(), tpl)
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = drop(context.Background()) })
+	seedUsersTable(b, url)
+
+	for _, size := range []int32{4, 8, 16, 32, 50, 150} {
+		b.Run(fmt.Sprintf("MaxConns=%d", size), func(b *testing.B) {
+			db, err := pgkit.Open(ctx, pgkit.Config{URL: url, MaxConns: size, MinConns: size, AcquireTimeout: time.Minute})
+			require.NoError(b, err)
+			defer db.Close()
+			raw, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d&pool_min_conns=%d", url, size, size))
+			require.NoError(b, err)
+			defer raw.Close()
+
+			// One unmeasured round each fills the pools.
+			seedRound(b, db.Acquire)
+			seedRound(b, raw.Acquire)
+
+			var kit, rawRes roundResult
+			b.ResetTimer()
+			for i := range b.N {
+				// Alternate which side goes first, so neither always follows the other.
+				if i%2 == 0 {
+					kit.add(seedRound(b, db.Acquire))
+					rawRes.add(seedRound(b, raw.Acquire))
+				} else {
+					rawRes.add(seedRound(b, raw.Acquire))
+					kit.add(seedRound(b, db.Acquire))
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(kit.qps(), "pgkit-q/s")
+			b.ReportMetric(rawRes.qps(), "raw-q/s")
+			b.ReportMetric(kit.qps()/rawRes.qps(), "ratio")
+			b.ReportMetric(p99(kit.waits).Seconds()*1000, "pgkit-p99-wait-ms")
+			b.ReportMetric(p99(rawRes.waits).Seconds()*1000, "raw-p99-wait-ms")
+			b.ReportMetric(p99(kit.totals).Seconds()*1000, "pgkit-p99-total-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// roundResult gathers rounds of the seed's load.
+type roundResult struct {
+	queries int
+	elapsed time.Duration
+	waits   []time.Duration // acquire
+	totals  []time.Duration // acquire + query
+}
+
+func (r *roundResult) add(o roundResult) {
+	r.queries += o.queries
+	r.elapsed += o.elapsed
+	r.waits = append(r.waits, o.waits...)
+	r.totals = append(r.totals, o.totals...)
+}
+
+func (r *roundResult) qps() float64 { return float64(r.queries) / r.elapsed.Seconds() }
+
+func p99(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)*99/100]
+}
+
+// seedRound runs seedQueries concurrent counts, each on a connection from
+// acquire, and measures the wait for each connection.
+func seedRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error)) roundResult {
+	ctx := context.Background()
+	res := roundResult{queries: seedQueries, waits: make([]time.Duration, seedQueries), totals: make([]time.Duration, seedQueries)}
+	errs := make(chan error, seedQueries)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range seedQueries {
+		wg.Go(func() {
+			t0 := time.Now()
+			conn, err := acquire(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Release()
+			res.waits[i] = time.Since(t0)
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil || n != seedUsers {
+				errs <- fmt.Errorf("count %d: %v", n, err)
+			}
+			res.totals[i] = time.Since(t0)
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return res
+}
+
+// seedUsersTable fills users with seedUsers rows of one tenant.
+func seedUsersTable(tb testing.TB, url string) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(tb, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('seed', 'Seed')`)
+	require.NoError(tb, err)
+	_, err = conn.CopyFrom(ctx, pgx.Identifier{"users"}, []string{"tenant_id", "email"},
+		pgx.CopyFromSlice(seedUsers, func(i int) ([]any, error) { return []any{"seed", fmt.Sprintf("u%d@seed.test", i)}, nil }))
+	require.NoError(tb, err)
+	_, err = conn.Exec(ctx, `ANALYZE users`)
+	require.NoError(tb, err)
+}
