@@ -40,6 +40,10 @@ const (
 	DefaultKeepaliveInterval        = 10 * time.Second
 	DefaultKeepaliveCount           = 3
 	DefaultHealthTimeout            = time.Second
+	DefaultSlowQueryThreshold       = 500 * time.Millisecond
+	DefaultMaxLoggedSQL             = 1000
+	DefaultSlowQueryBuffer          = 100
+	DefaultMaxQueryNames            = 200
 )
 
 // DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
@@ -128,6 +132,37 @@ type Config struct {
 	// HealthTimeout bounds DB.Health. Default 1s.
 	HealthTimeout time.Duration
 
+	// Name is the value of the "pool" label on every metric, so that two
+	// pools in one process do not collide. Default: ApplicationName.
+	Name string
+	// SlowQueryThreshold: a query, batch, copy or prepare at least this slow
+	// is logged at Warn, counted in pgkit_slow_queries_total and kept for
+	// DB.SlowQueries. Default 500ms; any negative value disables it.
+	SlowQueryThreshold time.Duration
+	// MaxLoggedSQL cuts the SQL in log lines (after folding whitespace) at
+	// this many bytes. Default 1000.
+	MaxLoggedSQL int
+	// LogArgs adds the arguments of slow and failed statements to their log
+	// lines, each passed through RedactArg. Default false: argument values are
+	// never logged.
+	LogArgs bool
+	// RedactArg turns an argument into what the log shows when LogArgs is set.
+	// Default RedactArgType: the type, and the length of strings and byte
+	// slices, never the value.
+	RedactArg func(any) string
+	// SlowQueryBuffer is how many recent slow statements DB.SlowQueries
+	// keeps. Default 100.
+	SlowQueryBuffer int
+	// MaxQueryNames bounds the distinct query names used as metric labels;
+	// later names are counted as "other" and a warning is logged once.
+	// Default 200.
+	MaxQueryNames int
+	// LeakThreshold: a connection checked out for longer (an Acquire never
+	// released, a transaction never ended, Rows never closed) is logged at
+	// Warn with the stack that acquired it, and counted. Capturing that stack
+	// costs each checkout about a microsecond. Default 0: off.
+	LeakThreshold time.Duration
+
 	// Logger receives pgkit's logs. Default: none.
 	Logger *slog.Logger
 	// Registerer receives pgkit's Prometheus metrics. Default: none.
@@ -182,7 +217,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 
 	db := &DB{cfg: cfg, logger: cfg.Logger}
 	db.cfg.URL = redactedURL(pcfg)
-	db.tracer = newTracer(cfg)
+	if db.tracer, err = newTracer(db.cfg); err != nil {
+		return nil, err
+	}
 	pcfg.ConnConfig.Tracer = db.tracer
 	if cfg.Tracer != nil {
 		pcfg.ConnConfig.Tracer = multitracer.New(db.tracer, cfg.Tracer)
@@ -190,11 +227,15 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
+		db.tracer.close()
 		return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
+	}
+	if db.tracer.m != nil {
+		db.tracer.m.pool.pool.Store(db.pool)
 	}
 	if !cfg.LazyConnect {
 		if err := db.checkServer(ctx); err != nil {
-			db.pool.Close()
+			db.Close()
 			return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
 		}
 	}
@@ -231,8 +272,12 @@ func (db *DB) Config() Config { return db.cfg }
 // DB's, AcquireTimeout included.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// Close closes every connection and waits for acquired ones to be released.
-func (db *DB) Close() { db.pool.Close() }
+// Close closes every connection, waits for acquired ones to be released,
+// stops pgkit's goroutines and unregisters its metrics.
+func (db *DB) Close() {
+	db.pool.Close()
+	db.tracer.close()
+}
 
 // Exec runs sql on a pool connection; see pgxpool.Pool.Exec.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
@@ -301,6 +346,14 @@ func (cfg *Config) validate() error {
 	if cfg.MaxConns > 0 && cfg.MinIdleConns > cfg.MaxConns {
 		return &ConfigError{Field: "MinIdleConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinIdleConns, cfg.MaxConns)}
 	}
+	for _, n := range []struct {
+		field string
+		v     int
+	}{{"MaxLoggedSQL", cfg.MaxLoggedSQL}, {"SlowQueryBuffer", cfg.SlowQueryBuffer}, {"MaxQueryNames", cfg.MaxQueryNames}} {
+		if n.v < 0 {
+			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
+		}
+	}
 	if cfg.KeepaliveCount < 0 {
 		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
 	}
@@ -321,6 +374,7 @@ func (cfg *Config) validate() error {
 		{"KeepaliveIdle", cfg.KeepaliveIdle, false},
 		{"KeepaliveInterval", cfg.KeepaliveInterval, false},
 		{"HealthTimeout", cfg.HealthTimeout, false},
+		{"LeakThreshold", cfg.LeakThreshold, false},
 	}
 	for _, d := range durations {
 		if d.d == Disabled && d.canDisable {
@@ -389,6 +443,24 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.ApplicationName
+	}
+	if cfg.SlowQueryThreshold == 0 {
+		cfg.SlowQueryThreshold = DefaultSlowQueryThreshold
+	}
+	if cfg.MaxLoggedSQL == 0 {
+		cfg.MaxLoggedSQL = DefaultMaxLoggedSQL
+	}
+	if cfg.SlowQueryBuffer == 0 {
+		cfg.SlowQueryBuffer = DefaultSlowQueryBuffer
+	}
+	if cfg.MaxQueryNames == 0 {
+		cfg.MaxQueryNames = DefaultMaxQueryNames
+	}
+	if cfg.RedactArg == nil {
+		cfg.RedactArg = RedactArgType
 	}
 }
 

@@ -2,41 +2,286 @@ package pgkit
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// tracer is installed on every connection of a DB. It bounds the wait for a
-// connection (AcquireTimeout) and counts what pgxpool's Stat does not.
+// tracer is installed on every connection of a DB. It measures every query,
+// batch, copy, prepare, connect, acquire and release; logs slow and failed
+// statements; counts per-request work; bounds the wait for a connection
+// (AcquireTimeout); and watches for leaked connections.
+//
+// It keeps what it needs between a Start and its End in a connState stored in
+// the connection's CustomData, since a pgx.Conn runs one statement at a time:
+// that spares a context allocation per statement.
 type tracer struct {
-	acquireTimeout time.Duration
+	cfg    Config
+	logger *slog.Logger
+	m      *metrics // nil without a Registerer
+	names  *nameRegistry
+	ring   slowRing
+	leaks  *leakDetector // nil without a LeakThreshold
+
+	closeOnce sync.Once
 
 	waiting         atomic.Int64 // callers inside Acquire right now
 	acquireTimeouts atomic.Int64
+	leaked          atomic.Int64 // connections held past LeakThreshold right now
 }
 
-func newTracer(cfg Config) *tracer {
-	return &tracer{acquireTimeout: max(cfg.AcquireTimeout, 0)}
+// newTracer builds the tracer of a DB from its effective config, with its
+// metrics registered and, when LeakThreshold is set, the leak detector
+// running; close undoes both.
+func newTracer(cfg Config) (*tracer, error) {
+	t := &tracer{cfg: cfg, logger: cfg.Logger}
+	t.ring.buf = make([]SlowQuery, cfg.SlowQueryBuffer)
+	m, err := newMetrics(cfg.Registerer, cfg.Name, t)
+	if err != nil {
+		return nil, err
+	}
+	t.m = m
+	t.names = newNameRegistry(m, cfg.MaxQueryNames, func(first string) {
+		t.logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"pgkit: more distinct query names than Config.MaxQueryNames; new ones are counted as \"other\"",
+			slog.Int("max_query_names", cfg.MaxQueryNames), slog.String("first_over", first))
+	})
+	if cfg.LeakThreshold > 0 {
+		t.leaks = newLeakDetector(t, cfg.LeakThreshold)
+	}
+	return t, nil
 }
 
-// acquireCtx is the context pgxpool uses for one Acquire when AcquireTimeout
-// is set: the caller's context with the timeout added. Its Err reports
-// ErrAcquireTimeout when the timeout, not the caller, ended the wait, which is
-// what puddle and pgxpool then return from every pool method.
+func (t *tracer) close() {
+	t.closeOnce.Do(func() {
+		if t.leaks != nil {
+			t.leaks.close()
+		}
+		t.m.unregister()
+	})
+}
+
+// connStateKey is where the tracer keeps its connState in a connection's
+// CustomData.
+const connStateKey = "pgkit.tracer"
+
+// connState is the tracer's memory of one connection.
+type connState struct {
+	ops [numOps]opState
+
+	acquiredAt atomic.Int64 // UnixNano of the current checkout
+	leak       leakState
+}
+
+// opState is one statement in flight on a connection.
+type opState struct {
+	start time.Time
+	name  string
+	sql   string
+	args  []any
+	rows  int64
+	err   error // batch: the first failed statement
+}
+
+func (t *tracer) state(conn *pgx.Conn) *connState {
+	data := conn.PgConn().CustomData()
+	if cs, ok := data[connStateKey].(*connState); ok {
+		return cs
+	}
+	cs := &connState{}
+	data[connStateKey] = cs
+	return cs
+}
+
+func (t *tracer) begin(cs *connState, o op, name, sql string, args []any) {
+	cs.ops[o] = opState{start: time.Now(), name: name, sql: sql, args: args}
+}
+
+// end records a finished statement: metrics, per-request stats, and the
+// slow and failed logs.
+func (t *tracer) end(ctx context.Context, cs *connState, o op, rows int64, err error) {
+	s := &cs.ops[o]
+	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Since(s.start), rows: rows, err: err}
+	*s = opState{} // retain nothing of the statement
+	f.outcome = classify(err)
+	f.slow = t.cfg.SlowQueryThreshold > 0 && f.duration >= t.cfg.SlowQueryThreshold
+
+	if t.m != nil {
+		nm := t.names.get(f.name)
+		nm.observe(o, f.outcome, f.duration, rows)
+		if f.slow {
+			nm.slow(o)
+		}
+		if f.outcome == outcomeError {
+			nm.failed(sqlStateClass(err))
+		}
+	}
+	if rs, ok := ctx.Value(reqStatsKey{}).(*reqStats); ok {
+		rs.add(f.duration, f.slow, f.outcome == outcomeError)
+	}
+	if f.slow || f.outcome != outcomeOK {
+		t.logStatement(ctx, &f)
+	}
+}
+
+// classify tells a failure from a cancellation: the caller's context ending,
+// or the server canceling the statement (57014: statement_timeout or a
+// cancel request), is canceled, not an error of the database.
+func classify(err error) outcome {
+	if err == nil {
+		return outcomeOK
+	}
+	var pgErr *pgconn.PgError
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &pgErr) && pgErr.Code == "57014" {
+		return outcomeCanceled
+	}
+	return outcomeError
+}
+
+// sqlStateClass is the two-character class of a server error's SQLSTATE
+// ("23" for integrity violations), or "client" for errors raised before or
+// without the server (a lost connection, an encoding error).
+func sqlStateClass(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		return pgErr.Code[:2]
+	}
+	return "client"
+}
+
+// TraceQueryStart implements pgx.QueryTracer.
+func (t *tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	t.begin(t.state(conn), opQuery, queryName(ctx, data.SQL), data.SQL, data.Args)
+	return ctx
+}
+
+// TraceQueryEnd implements pgx.QueryTracer.
+func (t *tracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	t.end(ctx, t.state(conn), opQuery, data.CommandTag.RowsAffected(), data.Err)
+}
+
+// TraceBatchStart implements pgx.BatchTracer. A batch is named by the
+// context, else "batch"; its SQL in the log is its first statement.
+func (t *tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	name, _ := ctx.Value(queryNameKey{}).(string)
+	if name == "" {
+		name = "batch"
+	}
+	var sql string
+	if data.Batch != nil && len(data.Batch.QueuedQueries) > 0 {
+		sql = data.Batch.QueuedQueries[0].SQL
+	}
+	t.begin(t.state(conn), opBatch, name, sql, nil)
+	return ctx
+}
+
+// TraceBatchQuery implements pgx.BatchTracer.
+func (t *tracer) TraceBatchQuery(_ context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
+	s := &t.state(conn).ops[opBatch]
+	s.rows += data.CommandTag.RowsAffected()
+	if data.Err != nil && s.err == nil {
+		s.err = data.Err
+	}
+}
+
+// TraceBatchEnd implements pgx.BatchTracer.
+func (t *tracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchEndData) {
+	cs := t.state(conn)
+	err := data.Err
+	if err == nil {
+		err = cs.ops[opBatch].err
+	}
+	t.end(ctx, cs, opBatch, cs.ops[opBatch].rows, err)
+}
+
+// TraceCopyFromStart implements pgx.CopyFromTracer. A copy is named by the
+// context, else by its table.
+func (t *tracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	name, _ := ctx.Value(queryNameKey{}).(string)
+	if name == "" && len(data.TableName) > 0 {
+		name = data.TableName[len(data.TableName)-1]
+	}
+	t.begin(t.state(conn), opCopy, name, copySQL(data), nil)
+	return ctx
+}
+
+// TraceCopyFromEnd implements pgx.CopyFromTracer.
+func (t *tracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
+	t.end(ctx, t.state(conn), opCopy, data.CommandTag.RowsAffected(), data.Err)
+}
+
+// copySQL is the statement pgx sends for CopyFrom, for the log.
+func copySQL(data pgx.TraceCopyFromStartData) string {
+	return "COPY " + data.TableName.Sanitize() + " ( " + pgx.Identifier(data.ColumnNames).Sanitize() + " ) FROM STDIN BINARY"
+}
+
+// TracePrepareStart implements pgx.PrepareTracer.
+func (t *tracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
+	t.begin(t.state(conn), opPrepare, queryName(ctx, data.SQL), data.SQL, nil)
+	return ctx
+}
+
+// TracePrepareEnd implements pgx.PrepareTracer. A statement found already
+// prepared did no work and is not counted.
+func (t *tracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
+	cs := t.state(conn)
+	if data.AlreadyPrepared {
+		cs.ops[opPrepare] = opState{}
+		return
+	}
+	t.end(ctx, cs, opPrepare, 0, data.Err)
+}
+
+type connectStartKey struct{}
+
+// TraceConnectStart implements pgx.ConnectTracer.
+func (t *tracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return context.WithValue(ctx, connectStartKey{}, time.Now())
+}
+
+// TraceConnectEnd implements pgx.ConnectTracer.
+func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	if data.Conn != nil {
+		data.Conn.PgConn().CustomData()[connStateKey] = &connState{}
+	}
+	if t.m == nil {
+		return
+	}
+	start, ok := ctx.Value(connectStartKey{}).(time.Time)
+	if !ok {
+		return
+	}
+	outcome := "ok"
+	if data.Err != nil {
+		outcome = "error"
+	}
+	t.m.connectDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+// acquireCtx is the context pgxpool uses for one Acquire: the caller's, with
+// AcquireTimeout added when set. Its Err reports ErrAcquireTimeout when the
+// timeout, not the caller, ended the wait, which is what puddle and pgxpool
+// then return from every pool method; no wrapper of rows, batches or
+// transactions is needed.
 type acquireCtx struct {
-	context.Context // the caller's context plus the timeout
+	context.Context // the caller's context, plus the timeout if any
 	parent          context.Context
 	cancel          context.CancelFunc
+	start           time.Time
 }
 
 type acquireCtxKey struct{}
 
 func (c *acquireCtx) Err() error {
 	err := c.Context.Err()
-	if err == context.DeadlineExceeded && c.parent.Err() == nil {
+	if err == context.DeadlineExceeded && c.cancel != nil && c.parent.Err() == nil {
 		return ErrAcquireTimeout
 	}
 	return err
@@ -49,31 +294,52 @@ func (c *acquireCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// TraceQueryStart implements pgx.QueryTracer.
-func (t *tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	return ctx
-}
-
-// TraceQueryEnd implements pgx.QueryTracer.
-func (t *tracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
 // TraceAcquireStart implements pgxpool.AcquireTracer.
 func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
 	t.waiting.Add(1)
-	if t.acquireTimeout <= 0 {
-		return ctx
+	ac := &acquireCtx{Context: ctx, parent: ctx, start: time.Now()}
+	if t.cfg.AcquireTimeout > 0 {
+		ac.Context, ac.cancel = context.WithTimeout(ctx, t.cfg.AcquireTimeout)
 	}
-	tctx, cancel := context.WithTimeout(ctx, t.acquireTimeout)
-	return &acquireCtx{Context: tctx, parent: ctx, cancel: cancel}
+	return ac
 }
 
 // TraceAcquireEnd implements pgxpool.AcquireTracer.
 func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
 	t.waiting.Add(-1)
+	now := time.Now()
 	if ac, ok := ctx.Value(acquireCtxKey{}).(*acquireCtx); ok {
-		ac.cancel()
+		if ac.cancel != nil {
+			ac.cancel()
+		}
+		if t.m != nil {
+			t.m.acquireDuration.Observe(now.Sub(ac.start).Seconds())
+		}
 	}
-	if data.Err != nil && isAcquireTimeout(data.Err) {
-		t.acquireTimeouts.Add(1)
+	if data.Err != nil {
+		if isAcquireTimeout(data.Err) {
+			t.acquireTimeouts.Add(1)
+			if t.m != nil {
+				t.m.acquireTimeouts.Inc()
+			}
+		}
+		return
+	}
+	cs := t.state(data.Conn)
+	cs.acquiredAt.Store(now.UnixNano())
+	if t.leaks != nil {
+		t.leaks.acquired(cs)
+	}
+}
+
+// TraceRelease implements pgxpool.ReleaseTracer.
+func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
+	cs := t.state(data.Conn)
+	held := time.Duration(time.Now().UnixNano() - cs.acquiredAt.Load())
+	if t.m != nil {
+		t.m.holdDuration.Observe(held.Seconds())
+	}
+	if t.leaks != nil {
+		t.leaks.released(cs, held)
 	}
 }

@@ -1,0 +1,265 @@
+package pgkit
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Buckets of pgkit's latency histograms, in seconds: from 0.5ms (a primary-key
+// lookup on a warm server) to 10s (past any sane statement_timeout for a
+// request).
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// Buckets for how long a connection is held, acquire to release: requests
+// hold one for milliseconds, a leak for minutes.
+var holdBuckets = []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300}
+
+// metrics is every Prometheus metric pgkit exports, registered on
+// Config.Registerer with a const label pool=<Config.Name>. A DB without a
+// Registerer has none (t.m == nil) and pays nothing for them.
+type metrics struct {
+	queryDuration *prometheus.HistogramVec // name, op, outcome
+	queryErrors   *prometheus.CounterVec   // name, sqlstate_class
+	slowQueries   *prometheus.CounterVec   // name, op
+	rows          *prometheus.CounterVec   // name, op
+
+	acquireDuration prometheus.Histogram
+	acquireTimeouts prometheus.Counter
+	holdDuration    prometheus.Histogram
+	connectDuration *prometheus.HistogramVec // outcome
+	leaks           prometheus.Counter
+	pool            *poolCollector
+
+	collectors []prometheus.Collector // for Unregister at Close
+	reg        prometheus.Registerer
+}
+
+func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool}, reg)
+	m := &metrics{
+		queryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgkit_query_duration_seconds",
+			Help:    "Time from sending a statement (query, batch, copy or prepare) to its end, by query name, op and outcome (ok, error, canceled).",
+			Buckets: latencyBuckets,
+		}, []string{"name", "op", "outcome"}),
+		queryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgkit_query_errors_total",
+			Help: "Statements that failed, by query name and SQLSTATE class (the code's first two characters; 'client' for errors without one).",
+		}, []string{"name", "sqlstate_class"}),
+		slowQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgkit_slow_queries_total",
+			Help: "Statements slower than Config.SlowQueryThreshold, by query name and op.",
+		}, []string{"name", "op"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgkit_query_rows_total",
+			Help: "Rows affected or returned as reported by the command tag, by query name and op.",
+		}, []string{"name", "op"}),
+		acquireDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgkit_pool_acquire_duration_seconds",
+			Help:    "Time callers waited for a pool connection, successful or not.",
+			Buckets: latencyBuckets,
+		}),
+		acquireTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgkit_pool_acquire_timeouts_total",
+			Help: "Waits for a connection that ended at Config.AcquireTimeout.",
+		}),
+		holdDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgkit_pool_connection_hold_seconds",
+			Help:    "Time a connection stayed checked out, acquire to release.",
+			Buckets: holdBuckets,
+		}),
+		connectDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgkit_pool_connect_duration_seconds",
+			Help:    "Time to open a new server connection, by outcome (ok, error).",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+		leaks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgkit_pool_leaks_total",
+			Help: "Connections held longer than Config.LeakThreshold.",
+		}),
+		pool: &poolCollector{},
+		reg:  reg,
+	}
+	m.collectors = []prometheus.Collector{
+		m.queryDuration, m.queryErrors, m.slowQueries, m.rows,
+		m.acquireDuration, m.acquireTimeouts, m.holdDuration, m.connectDuration, m.leaks,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pgkit_pool_waiting",
+			Help: "Callers waiting for a pool connection right now.",
+		}, func() float64 { return float64(t.waiting.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pgkit_pool_leaked_connections",
+			Help: "Connections checked out for longer than Config.LeakThreshold right now.",
+		}, func() float64 { return float64(t.leaked.Load()) }),
+		m.pool,
+	}
+	for i, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors[:i] {
+				reg.Unregister(done)
+			}
+			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+				return nil, &ConfigError{Field: "Name", Reason: fmt.Sprintf(
+					"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
+			}
+			return nil, fmt.Errorf("pgkit: registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// unregister removes the metrics, so a DB of the same Name can be opened
+// again after Close.
+func (m *metrics) unregister() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
+
+// poolCollector reads pgxpool's statistics at scrape time, like
+// client_golang's collectors.NewDBStatsCollector does for database/sql.
+type poolCollector struct {
+	pool atomic.Pointer[pgxpool.Pool] // set by Open once the pool exists
+}
+
+var (
+	descMaxConns     = poolDesc("max_connections", "MaxConns: the most connections the pool opens.")
+	descTotalConns   = poolDesc("total_connections", "Open connections: idle, acquired and being opened.")
+	descIdleConns    = poolDesc("idle_connections", "Connections ready in the pool.")
+	descAcquired     = poolDesc("acquired_connections", "Connections checked out.")
+	descConstructing = poolDesc("constructing_connections", "Connections being opened.")
+	descUtilization  = poolDesc("utilization_ratio", "Acquired connections divided by MaxConns.")
+	descAcquires     = poolDesc("acquires_total", "Successful connection checkouts.")
+	descEmpty        = poolDesc("empty_acquires_total", "Checkouts that had to wait because no connection was idle.")
+	descCanceled     = poolDesc("canceled_acquires_total", "Checkouts abandoned by their context (AcquireTimeout included).")
+	descAcquireWait  = poolDesc("acquire_wait_seconds_total", "Total time spent in successful checkouts.")
+	descEmptyWait    = poolDesc("empty_acquire_wait_seconds_total", "Total time spent in checkouts that had to wait.")
+	descNewConns     = poolDesc("new_connections_total", "Connections opened.")
+	descClosed       = prometheus.NewDesc("pgkit_pool_closed_connections_total",
+		"Connections closed by the pool, by reason (lifetime: MaxConnLifetime; idle: MaxConnIdleTime).", []string{"reason"}, nil)
+)
+
+func poolDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("pgkit_pool_"+name, help, nil, nil)
+}
+
+// Describe implements prometheus.Collector.
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing,
+		descUtilization, descAcquires, descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	pool := c.pool.Load()
+	if pool == nil { // registered during Open, before the pool exists
+		return
+	}
+	s := pool.Stat()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(descMaxConns, float64(s.MaxConns()))
+	gauge(descTotalConns, float64(s.TotalConns()))
+	gauge(descIdleConns, float64(s.IdleConns()))
+	gauge(descAcquired, float64(s.AcquiredConns()))
+	gauge(descConstructing, float64(s.ConstructingConns()))
+	gauge(descUtilization, float64(s.AcquiredConns())/float64(max(s.MaxConns(), 1)))
+	counter(descAcquires, float64(s.AcquireCount()))
+	counter(descEmpty, float64(s.EmptyAcquireCount()))
+	counter(descCanceled, float64(s.CanceledAcquireCount()))
+	counter(descAcquireWait, s.AcquireDuration().Seconds())
+	counter(descEmptyWait, s.EmptyAcquireWaitTime().Seconds())
+	counter(descNewConns, float64(s.NewConnsCount()))
+	counter(descClosed, float64(s.MaxLifetimeDestroyCount()), "lifetime")
+	counter(descClosed, float64(s.MaxIdleDestroyCount()), "idle")
+}
+
+// op is what pgx traced: the "op" label.
+type op uint8
+
+const (
+	opQuery op = iota
+	opBatch
+	opCopy
+	opPrepare
+	numOps
+)
+
+var opNames = [numOps]string{"query", "batch", "copy", "prepare"}
+
+// outcome is how a statement ended: the "outcome" label.
+type outcome uint8
+
+const (
+	outcomeOK outcome = iota
+	outcomeError
+	outcomeCanceled
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "error", "canceled"}
+
+// nameMetrics holds one query name's metric children, bound on first use
+// (so a name has series only for the ops and outcomes it had) and then read
+// without locking or allocating.
+type nameMetrics struct {
+	name     string
+	m        *metrics
+	duration [numOps][numOutcomes]atomic.Pointer[observerRef]
+	rows     [numOps]atomic.Pointer[counterRef]
+}
+
+type observerRef struct{ prometheus.Observer }
+type counterRef struct{ prometheus.Counter }
+
+func newNameMetrics(m *metrics, name string) *nameMetrics {
+	return &nameMetrics{name: name, m: m}
+}
+
+func (nm *nameMetrics) observe(o op, out outcome, d time.Duration, rows int64) {
+	if nm.m == nil {
+		return
+	}
+	ref := nm.duration[o][out].Load()
+	if ref == nil {
+		ref = &observerRef{nm.m.queryDuration.WithLabelValues(nm.name, opNames[o], outcomeNames[out])}
+		nm.duration[o][out].Store(ref)
+	}
+	ref.Observe(d.Seconds())
+	if rows > 0 {
+		c := nm.rows[o].Load()
+		if c == nil {
+			c = &counterRef{nm.m.rows.WithLabelValues(nm.name, opNames[o])}
+			nm.rows[o].Store(c)
+		}
+		c.Add(float64(rows))
+	}
+}
+
+// slow and failed are rare paths: binding the child on each call is fine.
+func (nm *nameMetrics) slow(o op) {
+	if nm.m != nil {
+		nm.m.slowQueries.WithLabelValues(nm.name, opNames[o]).Inc()
+	}
+}
+
+func (nm *nameMetrics) failed(class string) {
+	if nm.m != nil {
+		nm.m.queryErrors.WithLabelValues(nm.name, class).Inc()
+	}
+}

@@ -1,0 +1,113 @@
+package pgkit
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// RequestStats is the database work done with one context: what
+// pgkit.StatsFrom returns after pgkit.WithStats.
+type RequestStats struct {
+	// Queries counts statements: queries, batches, copies and prepares.
+	Queries int64
+	// Duration is their total time. With statements running in parallel
+	// goroutines it can exceed the request's wall time.
+	Duration time.Duration
+	// Slow counts those slower than Config.SlowQueryThreshold.
+	Slow int64
+	// Errors counts those that failed (not those canceled).
+	Errors int64
+}
+
+// reqStats is the mutable form, safe for statements run from several
+// goroutines of one request.
+type reqStats struct {
+	queries, nanos, slow, errors atomic.Int64
+}
+
+type reqStatsKey struct{}
+
+// WithStats returns a context that counts the database work done with it
+// (and contexts derived from it), for StatsFrom. It is the per-request
+// query-time accounting a middleware sets up; see Middleware.
+func WithStats(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reqStatsKey{}, &reqStats{})
+}
+
+// StatsFrom returns the database work done so far with ctx, and false when
+// ctx does not come from WithStats.
+func StatsFrom(ctx context.Context) (RequestStats, bool) {
+	s, ok := ctx.Value(reqStatsKey{}).(*reqStats)
+	if !ok {
+		return RequestStats{}, false
+	}
+	return RequestStats{
+		Queries:  s.queries.Load(),
+		Duration: time.Duration(s.nanos.Load()),
+		Slow:     s.slow.Load(),
+		Errors:   s.errors.Load(),
+	}, true
+}
+
+func (s *reqStats) add(d time.Duration, slow, failed bool) {
+	s.queries.Add(1)
+	s.nanos.Add(int64(d))
+	if slow {
+		s.slow.Add(1)
+	}
+	if failed {
+		s.errors.Add(1)
+	}
+}
+
+// Middleware counts the database time of each request (WithStats) and
+// reports it to the client as a Server-Timing header, which browsers' developer
+// tools show:
+//
+//	Server-Timing: db;dur=12.3;desc="4 queries"
+//
+// The header is written with the response headers, so it counts the work done
+// before the handler's first Write or WriteHeader.
+func Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := WithStats(r.Context())
+		tw := &timingWriter{ResponseWriter: w, ctx: ctx}
+		next.ServeHTTP(tw, r.WithContext(ctx))
+		tw.writeTiming() // a handler that wrote nothing still gets its header
+	})
+}
+
+// timingWriter adds the Server-Timing header just before the headers go out.
+type timingWriter struct {
+	http.ResponseWriter
+	ctx     context.Context
+	written bool
+}
+
+func (w *timingWriter) writeTiming() {
+	if w.written {
+		return
+	}
+	w.written = true
+	if s, ok := StatsFrom(w.ctx); ok {
+		w.Header().Add("Server-Timing", fmt.Sprintf(`db;dur=%.3f;desc="%d queries"`,
+			float64(s.Duration)/float64(time.Millisecond), s.Queries))
+	}
+}
+
+func (w *timingWriter) WriteHeader(code int) {
+	w.writeTiming()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timingWriter) Write(b []byte) (int, error) {
+	w.writeTiming()
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush, Hijack and deadlines of
+// the underlying writer.
+func (w *timingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

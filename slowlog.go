@@ -1,0 +1,240 @@
+package pgkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// SlowQuery is one statement that took longer than Config.SlowQueryThreshold,
+// as kept by DB.SlowQueries. It holds no argument values.
+type SlowQuery struct {
+	Time     time.Time     `json:"time"`
+	Name     string        `json:"name"`
+	Op       string        `json:"op"`
+	Duration time.Duration `json:"duration_ns"`
+	// SQL is the statement with whitespace folded, cut at Config.MaxLoggedSQL.
+	SQL  string `json:"sql"`
+	Rows int64  `json:"rows"`
+	// SQLState is the server's error code when the statement failed.
+	SQLState string `json:"sqlstate,omitempty"`
+}
+
+// slowRing keeps the last slow queries for DB.SlowQueries.
+type slowRing struct {
+	mu   sync.Mutex
+	buf  []SlowQuery
+	next int
+	full bool
+}
+
+func (r *slowRing) add(q SlowQuery) {
+	if len(r.buf) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.buf[r.next] = q
+	r.next = (r.next + 1) % len(r.buf)
+	r.full = r.full || r.next == 0
+	r.mu.Unlock()
+}
+
+// list returns the kept queries, newest first.
+func (r *slowRing) list() []SlowQuery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.next
+	if r.full {
+		n = len(r.buf)
+	}
+	out := make([]SlowQuery, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, r.buf[(r.next-i+len(r.buf))%len(r.buf)])
+	}
+	return out
+}
+
+// SlowQueries returns the most recent slow statements, newest first: at most
+// Config.SlowQueryBuffer of them (default 100).
+func (db *DB) SlowQueries() []SlowQuery { return db.tracer.ring.list() }
+
+// foldSQL collapses every run of whitespace to one space and cuts the result
+// at limit bytes (on a rune boundary), marking the cut with "…".
+func foldSQL(sql string, limit int) string {
+	var b strings.Builder
+	b.Grow(min(len(sql), limit+4))
+	space := false
+	for _, r := range strings.TrimSpace(sql) {
+		if r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v' {
+			space = true
+			continue
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		if b.Len()+utf8.RuneLen(r) > limit {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// RedactArgType is the default Config.RedactArg: a value's type, and its
+// length for strings and byte slices; never the value itself.
+func RedactArgType(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nil"
+	case string:
+		return fmt.Sprintf("string(len=%d)", len(v))
+	case []byte:
+		return fmt.Sprintf("[]byte(len=%d)", len(v))
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+// finished is what the tracer knows about a statement when it ends.
+type finished struct {
+	name     string
+	op       op
+	sql      string
+	args     []any
+	duration time.Duration
+	rows     int64
+	err      error
+	slow     bool
+	outcome  outcome
+}
+
+// logStatement writes a slow (Warn) or failed (Error) statement to the log
+// and, when slow, to the ring. Canceled statements are logged at Debug: a
+// caller that gave up is not a database failure.
+func (t *tracer) logStatement(ctx context.Context, f *finished) {
+	level := slog.LevelWarn
+	msg := "pgkit: slow query"
+	switch {
+	case f.outcome == outcomeError:
+		level, msg = slog.LevelError, "pgkit: query failed"
+	case f.outcome == outcomeCanceled:
+		level, msg = slog.LevelDebug, "pgkit: query canceled"
+	}
+	var sqlState string
+	var pgErr *pgconn.PgError
+	if errors.As(f.err, &pgErr) {
+		sqlState = pgErr.Code
+	}
+	sql := foldSQL(f.sql, t.cfg.MaxLoggedSQL)
+	if f.slow {
+		t.ring.add(SlowQuery{Time: time.Now(), Name: f.name, Op: opNames[f.op], Duration: f.duration,
+			SQL: sql, Rows: f.rows, SQLState: sqlState})
+	}
+	if !t.logger.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("name", f.name),
+		slog.String("op", opNames[f.op]),
+		slog.Duration("duration", f.duration),
+		slog.String("sql", sql),
+		slog.Int64("rows", f.rows))
+	if f.slow {
+		attrs = append(attrs, slog.Duration("threshold", t.cfg.SlowQueryThreshold))
+	}
+	if sqlState != "" {
+		attrs = append(attrs, slog.String("sqlstate", sqlState))
+	}
+	if f.err != nil {
+		attrs = append(attrs, slog.String("error", t.errorText(f.err, pgErr, f.args)))
+	}
+	if t.cfg.LogArgs && len(f.args) > 0 {
+		redacted := make([]string, len(f.args))
+		for i, a := range f.args {
+			redacted[i] = t.cfg.RedactArg(a)
+		}
+		attrs = append(attrs, slog.Any("args", redacted))
+	}
+	t.logger.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// errorText describes a statement's error for the log without the values
+// of its arguments (unless Config.LogArgs): PostgreSQL quotes offending
+// values in its messages (`invalid input syntax for type integer: "…"`) and
+// shows keys in DETAIL, and pgx's encode errors can name a value. So DETAIL
+// is left out, double-quoted text other than the error's own identifiers is
+// replaced by "?", and so is any argument's text that still appears.
+func (t *tracer) errorText(err error, pgErr *pgconn.PgError, args []any) string {
+	if t.cfg.LogArgs {
+		if pgErr != nil && pgErr.Detail != "" {
+			return pgErr.Message + " (" + pgErr.Detail + ")"
+		}
+		return err.Error()
+	}
+	text := err.Error()
+	if pgErr != nil {
+		text = scrubQuoted(pgErr.Message, pgErr.ConstraintName, pgErr.TableName, pgErr.ColumnName,
+			pgErr.SchemaName, pgErr.DataTypeName)
+	}
+	for _, a := range args {
+		var v string
+		switch a := a.(type) {
+		case nil, bool:
+			continue
+		case string:
+			v = a
+		case []byte:
+			v = string(a)
+		default:
+			v = fmt.Sprint(a)
+		}
+		if len(v) >= 3 {
+			text = strings.ReplaceAll(text, v, "?")
+		}
+	}
+	return text
+}
+
+// scrubQuoted replaces each "double-quoted" part of msg by "?", except the
+// identifiers listed in keep.
+func scrubQuoted(msg string, keep ...string) string {
+	var b strings.Builder
+	for {
+		start := strings.IndexByte(msg, '"')
+		if start < 0 {
+			break
+		}
+		end := strings.IndexByte(msg[start+1:], '"')
+		if end < 0 {
+			break
+		}
+		quoted := msg[start+1 : start+1+end]
+		b.WriteString(msg[:start+1])
+		kept := false
+		for _, k := range keep {
+			if k != "" && quoted == k {
+				kept = true
+				break
+			}
+		}
+		if kept {
+			b.WriteString(quoted)
+		} else {
+			b.WriteString("?")
+		}
+		b.WriteByte('"')
+		msg = msg[start+2+end:]
+	}
+	b.WriteString(msg)
+	return b.String()
+}

@@ -1,0 +1,462 @@
+package pgkit_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+)
+
+// gathered is a registry's metrics, for assertions.
+type gathered map[string]*dto.MetricFamily
+
+func gather(t *testing.T, reg prometheus.Gatherer) gathered {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err, "the pedantic registry found an inconsistency")
+	g := gathered{}
+	for _, mf := range mfs {
+		g[mf.GetName()] = mf
+	}
+	return g
+}
+
+// find returns the metric of family name whose labels include labels.
+func (g gathered) find(name string, labels map[string]string) *dto.Metric {
+	mf, ok := g[name]
+	if !ok {
+		return nil
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+func (g gathered) value(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	m := g.find(name, labels)
+	require.NotNil(t, m, "no %s with %v", name, labels)
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	t.Fatalf("%s has no value", name)
+	return 0
+}
+
+// labelValues lists the distinct values label takes in family name.
+func (g gathered) labelValues(name, label string) []string {
+	var out []string
+	for _, m := range g[name].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == label && !slices.Contains(out, lp.GetValue()) {
+				out = append(out, lp.GetValue())
+			}
+		}
+	}
+	return out
+}
+
+func TestMetricsFollowRealWork(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Registerer: reg, Name: "main", MaxConns: 2, AcquireTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+
+	named := pgkit.WithQueryName(ctx, "tenant_count")
+	for range 3 {
+		var n int
+		require.NoError(t, db.QueryRow(named, `SELECT COUNT(*) FROM tenants`).Scan(&n))
+	}
+	_, err := db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('a', 'A'), ('b', 'B')`)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('a', 'again')`)
+	require.Error(t, err, "a unique violation")
+
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE tenants SET name = name WHERE id = 'a'`)
+	b.Queue(`UPDATE tenants SET name = name`)
+	require.NoError(t, db.SendBatch(pgkit.WithQueryName(ctx, "touch_tenants"), b).Close())
+
+	n, err := db.CopyFrom(ctx, pgx.Identifier{"tenants"}, []string{"id", "name"},
+		pgx.CopyFromSlice(5, func(i int) ([]any, error) { return []any{fmt.Sprint("c", i), "C"}, nil }))
+	require.NoError(t, err)
+	require.Equal(t, int64(5), n)
+
+	canceled, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = db.Exec(canceled, `SELECT pg_sleep(5)`)
+	cancel()
+	require.Error(t, err)
+
+	held := make([]*pgxpool.Conn, 2)
+	for i := range held {
+		held[i], err = db.Acquire(ctx)
+		require.NoError(t, err)
+	}
+	_, err = db.Exec(ctx, `SELECT 1`)
+	require.ErrorIs(t, err, pgkit.ErrAcquireTimeout)
+	for _, c := range held {
+		c.Release()
+	}
+
+	g := gather(t, reg)
+	dur := "pgkit_query_duration_seconds"
+	require.Equal(t, 3.0, g.value(t, dur, map[string]string{"pool": "main", "name": "tenant_count", "op": "query", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "error"}))
+	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "touch_tenants", "op": "batch", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "tenants", "op": "copy", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "select", "op": "query", "outcome": "canceled"}))
+	require.Equal(t, 1.0, g.value(t, "pgkit_query_errors_total", map[string]string{"name": "insert", "sqlstate_class": "23"}))
+	require.Equal(t, 2.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "insert", "op": "query"}))
+	require.Equal(t, 3.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "touch_tenants", "op": "batch"}),
+		"one row, then both (the copy came after)")
+	require.Equal(t, 5.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "tenants", "op": "copy"}))
+	require.Nil(t, g.find("pgkit_slow_queries_total", nil), "nothing was slow")
+
+	require.Equal(t, 1.0, g.value(t, "pgkit_pool_acquire_timeouts_total", nil))
+	require.Equal(t, 2.0, g.value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
+	require.Equal(t, 0.0, g.value(t, "pgkit_pool_acquired_connections", nil))
+	require.Equal(t, 0.0, g.value(t, "pgkit_pool_utilization_ratio", nil))
+	require.Equal(t, 0.0, g.value(t, "pgkit_pool_waiting", nil))
+	require.Equal(t, 0.0, g.value(t, "pgkit_pool_leaked_connections", nil))
+	stat := db.Stat()
+	require.Equal(t, float64(stat.AcquireCount()), g.value(t, "pgkit_pool_acquires_total", nil))
+	require.Equal(t, float64(stat.NewConnsCount()), g.value(t, "pgkit_pool_new_connections_total", nil))
+	require.Equal(t, float64(stat.NewConnsCount()), g.value(t, "pgkit_pool_connect_duration_seconds", map[string]string{"outcome": "ok"}))
+	require.Equal(t, float64(stat.CanceledAcquireCount()), g.value(t, "pgkit_pool_canceled_acquires_total", nil))
+	// Every acquire is measured, the timed-out one included; every checkout is released.
+	acquires := g.value(t, "pgkit_pool_acquire_duration_seconds", nil)
+	require.Equal(t, float64(stat.AcquireCount())+1, acquires)
+	require.Equal(t, float64(stat.AcquireCount()), g.value(t, "pgkit_pool_connection_hold_seconds", nil))
+	require.Contains(t, g, "pgkit_pool_closed_connections_total")
+
+	// A second pool on the same registry needs its own name.
+	_, err = pgkit.Open(ctx, pgkit.Config{URL: db.Config().URL, Registerer: reg, Name: "main", LazyConnect: true})
+	var cerr *pgkit.ConfigError
+	require.ErrorAs(t, err, &cerr)
+	require.Equal(t, "Name", cerr.Field)
+	other := openTest(t, pgkit.Config{Registerer: reg, Name: "other"})
+	_, err = other.Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"main", "other"}, gather(t, reg).labelValues("pgkit_pool_max_connections", "pool"))
+
+	// Close unregisters, so the name can be used again.
+	db.Close()
+	reopened := openTest(t, pgkit.Config{URL: db.Config().URL, Registerer: reg, Name: "main", MaxConns: 2})
+	require.Equal(t, 2.0, gather(t, reg).value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
+	reopened.Close()
+}
+
+func TestQueryNames(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	logs := &logRecorder{}
+	db := openTest(t, pgkit.Config{Registerer: reg, MaxQueryNames: 4, Logger: slog.New(logs)})
+	ctx := context.Background()
+
+	run := func(ctx context.Context, sql string) {
+		t.Helper()
+		_, err := db.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	run(ctx, "-- name: GetTenant :one\nSELECT * FROM tenants WHERE id = 'x'")
+	run(ctx, "  /* leading */ -- a plain comment\n  select 1")
+	run(pgkit.WithQueryName(ctx, "from_context"), "-- name: Ignored :one\nSELECT 1")
+	run(ctx, "WITH x AS (SELECT 1) SELECT * FROM x")
+	// The cap (4) is reached: these are counted as "other".
+	run(ctx, "UPDATE tenants SET name = 'n' WHERE id = 'none'")
+	run(pgkit.WithQueryName(ctx, "late_name"), "SELECT 1")
+
+	g := gather(t, reg)
+	// Open's own check was the first "select".
+	names := g.labelValues("pgkit_query_duration_seconds", "name")
+	require.ElementsMatch(t, []string{"GetTenant", "select", "from_context", "with", "other"}, names)
+	// "other" holds both later names.
+	require.Equal(t, 2.0, g.value(t, "pgkit_query_duration_seconds", map[string]string{"name": "other", "op": "query"}))
+	attrs, ok := logs.find("MaxQueryNames")
+	require.True(t, ok, logs.text())
+	require.Equal(t, "update", attrs["first_over"].String())
+	require.Equal(t, 1, strings.Count(logs.text(), "MaxQueryNames"), "warned once")
+}
+
+func TestSlowQueryLog(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cret-arg-value"
+	logs := &logRecorder{}
+	db := openTest(t, pgkit.Config{
+		Logger: slog.New(logs), SlowQueryThreshold: 100 * time.Millisecond, MaxLoggedSQL: 60, SlowQueryBuffer: 2,
+	})
+	ctx := context.Background()
+
+	// Fast: not logged.
+	_, err := db.Exec(ctx, `SELECT $1::text`, secret)
+	require.NoError(t, err)
+	require.Empty(t, logs.text())
+
+	slowSQL := "SELECT pg_sleep(0.15),\n\t\t$1::text   AS secret_column,\n  'padding padding padding padding padding padding' AS p"
+	_, err = db.Exec(pgkit.WithQueryName(ctx, "slow_one"), slowSQL, secret)
+	require.NoError(t, err)
+
+	attrs, ok := logs.find("slow query")
+	require.True(t, ok, logs.text())
+	require.Equal(t, "slow_one", attrs["name"].String())
+	require.Equal(t, "query", attrs["op"].String())
+	require.GreaterOrEqual(t, attrs["duration"].Duration(), 150*time.Millisecond)
+	require.Equal(t, 100*time.Millisecond, attrs["threshold"].Duration())
+	require.Equal(t, int64(1), attrs["rows"].Int64())
+	sql := attrs["sql"].String()
+	require.Equal(t, "SELECT pg_sleep(0.15), $1::text AS secret_column, 'padding p…", sql, "folded and cut at 60 bytes")
+	require.NotContains(t, attrs, "args")
+	require.NotContains(t, logs.text(), secret)
+
+	// The ring keeps the last two, newest first.
+	for _, name := range []string{"slow_two", "slow_three"} {
+		_, err = db.Exec(pgkit.WithQueryName(ctx, name), `SELECT pg_sleep(0.12)`)
+		require.NoError(t, err)
+	}
+	slow := db.SlowQueries()
+	require.Len(t, slow, 2)
+	require.Equal(t, "slow_three", slow[0].Name)
+	require.Equal(t, "slow_two", slow[1].Name)
+	require.GreaterOrEqual(t, slow[0].Duration, 120*time.Millisecond)
+	require.Equal(t, "SELECT pg_sleep(0.12)", slow[0].SQL)
+
+	// A failure is logged at Error with its SQLSTATE, and without the value
+	// the server quoted back.
+	_, err = db.Exec(pgkit.WithQueryName(ctx, "bad_cast"), `SELECT $1::int`, secret)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), secret, "the caller's own error keeps the server's message")
+	attrs, ok = logs.find("query failed")
+	require.True(t, ok, logs.text())
+	require.Equal(t, "22P02", attrs["sqlstate"].String())
+	require.Equal(t, `invalid input syntax for type integer: "?"`, attrs["error"].String())
+	require.NotContains(t, logs.text(), secret)
+}
+
+func TestSlowQueryLogArgsRedacted(t *testing.T) {
+	t.Parallel()
+	const secret = "card-4111111111111111"
+	logs := &logRecorder{}
+	db := openTest(t, pgkit.Config{Logger: slog.New(logs), SlowQueryThreshold: 50 * time.Millisecond, LogArgs: true})
+	_, err := db.Exec(context.Background(), `SELECT pg_sleep(0.06), $1::text, $2::int`, secret, 42)
+	require.NoError(t, err)
+	attrs, ok := logs.find("slow query")
+	require.True(t, ok)
+	require.Equal(t, []string{"string(len=21)", "int"}, attrs["args"].Any())
+	require.NotContains(t, logs.text(), secret)
+
+	custom := &logRecorder{}
+	db2 := openTest(t, pgkit.Config{Logger: slog.New(custom), SlowQueryThreshold: 50 * time.Millisecond, LogArgs: true,
+		RedactArg: func(v any) string {
+			if s, ok := v.(string); ok {
+				return s[:4] + "…"
+			}
+			return fmt.Sprint(v)
+		}})
+	_, err = db2.Exec(context.Background(), `SELECT pg_sleep(0.06), $1::text, $2::int`, secret, 42)
+	require.NoError(t, err)
+	attrs, ok = custom.find("slow query")
+	require.True(t, ok)
+	require.Equal(t, []string{"card…", "42"}, attrs["args"].Any())
+}
+
+func TestSlowQueryLogDisabled(t *testing.T) {
+	t.Parallel()
+	logs := &logRecorder{}
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Logger: slog.New(logs), Registerer: reg, SlowQueryThreshold: -1})
+	_, err := db.Exec(context.Background(), `SELECT pg_sleep(0.55)`)
+	require.NoError(t, err)
+	require.Empty(t, logs.text())
+	require.Empty(t, db.SlowQueries())
+	require.Nil(t, gather(t, reg).find("pgkit_slow_queries_total", nil))
+}
+
+func TestSlowQueriesCountedByDefaultThreshold(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Registerer: reg})
+	_, err := db.Exec(context.Background(), `SELECT pg_sleep(0.4)`)
+	require.NoError(t, err)
+	require.Empty(t, db.SlowQueries(), "0.4s is under the 500ms default")
+	_, err = db.Exec(context.Background(), `SELECT pg_sleep(0.55)`)
+	require.NoError(t, err)
+	require.Len(t, db.SlowQueries(), 1)
+	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_slow_queries_total", map[string]string{"name": "select", "op": "query"}))
+}
+
+func TestRequestStatsConcurrent(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{SlowQueryThreshold: 80 * time.Millisecond})
+	ctx := pgkit.WithStats(context.Background())
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5 {
+				_, err := db.Exec(ctx, `SELECT 1`)
+				require.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	_, err := db.Exec(ctx, `SELECT pg_sleep(0.1)`)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `SELECT 1/0`)
+	require.Error(t, err)
+
+	s, ok := pgkit.StatsFrom(ctx)
+	require.True(t, ok)
+	require.Equal(t, int64(42), s.Queries)
+	require.Equal(t, int64(1), s.Slow)
+	require.Equal(t, int64(1), s.Errors)
+	require.GreaterOrEqual(t, s.Duration, 100*time.Millisecond)
+
+	_, ok = pgkit.StatsFrom(context.Background())
+	require.False(t, ok)
+}
+
+func TestMiddlewareServerTiming(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{})
+	srv := httptest.NewServer(pgkit.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 3 {
+			if _, err := db.Exec(r.Context(), `SELECT pg_sleep(0.01)`); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok"))
+	})))
+	defer srv.Close()
+
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	require.NoError(t, err)
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	h := resp.Header.Get("Server-Timing")
+	m := regexp.MustCompile(`^db;dur=(\d+\.\d{3});desc="3 queries"$`).FindStringSubmatch(h)
+	require.NotNil(t, m, h)
+	var ms float64
+	_, err = fmt.Sscan(m[1], &ms)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, ms, 30.0)
+}
+
+func TestLeakDetection(t *testing.T) {
+	t.Parallel()
+	logs := &logRecorder{}
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Logger: slog.New(logs), Registerer: reg, LeakThreshold: 100 * time.Millisecond})
+	ctx := context.Background()
+
+	leakedGauge := func() float64 { return gather(t, reg).value(t, "pgkit_pool_leaked_connections", nil) }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		require.Eventually(t, cond, 5*time.Second, 10*time.Millisecond, "waiting for %s", what)
+	}
+
+	// A connection released in time is no leak.
+	c, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	c.Release()
+
+	conn := acquireAndForget(t, db)
+	waitFor("the leak warning", func() bool { _, ok := logs.find("possible leak"); return ok })
+	attrs, _ := logs.find("possible leak")
+	require.Contains(t, attrs["acquired_at"].String(), "acquireAndForget")
+	require.Contains(t, attrs["acquired_at"].String(), "TestLeakDetection")
+	require.GreaterOrEqual(t, attrs["held"].Duration(), 100*time.Millisecond)
+	require.Equal(t, 1.0, leakedGauge())
+	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_pool_leaks_total", nil))
+
+	// A transaction never ended is a leak too.
+	tx, err := db.Begin(ctx)
+	require.NoError(t, err)
+	waitFor("the second leak", func() bool { return leakedGauge() == 2 })
+
+	conn.Release()
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, 0.0, leakedGauge())
+	_, ok := logs.find("leaked connection returned")
+	require.True(t, ok)
+	require.Equal(t, 2.0, gather(t, reg).value(t, "pgkit_pool_leaks_total", nil))
+}
+
+// acquireAndForget is the leaky code the leak detector must point at.
+func acquireAndForget(t *testing.T, db *pgkit.DB) *pgxpool.Conn {
+	c, err := db.Acquire(context.Background())
+	require.NoError(t, err)
+	return c
+}
+
+// countingTracer is a user's own tracer, composed through Config.Tracer.
+type countingTracer struct{ queries, acquires atomic.Int64 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.queries.Add(1)
+	return ctx
+}
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *countingTracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	c.acquires.Add(1)
+	return ctx
+}
+func (c *countingTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.TraceAcquireEndData) {}
+
+func TestUserTracerSeesEveryQuery(t *testing.T) {
+	t.Parallel()
+	user := &countingTracer{}
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Tracer: user, Registerer: reg, MaxConns: 1, AcquireTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+	before := user.queries.Load() // Open's own check
+	for range 10 {
+		_, err := db.Exec(ctx, `SELECT 1`)
+		require.NoError(t, err)
+	}
+	require.Equal(t, before+10, user.queries.Load())
+	require.Equal(t, 11.0, gather(t, reg).value(t, "pgkit_query_duration_seconds", map[string]string{"name": "select", "op": "query"}),
+		"ten, and Open's check of the server")
+	require.GreaterOrEqual(t, user.acquires.Load(), int64(10))
+
+	// pgkit's AcquireTimeout still applies with a user tracer in the chain.
+	c, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `SELECT 1`)
+	require.ErrorIs(t, err, pgkit.ErrAcquireTimeout)
+	c.Release()
+}
