@@ -435,7 +435,8 @@ func (c *countingTracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool,
 	c.acquires.Add(1)
 	return ctx
 }
-func (c *countingTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.TraceAcquireEndData) {}
+func (c *countingTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.TraceAcquireEndData) {
+}
 
 func TestUserTracerSeesEveryQuery(t *testing.T) {
 	t.Parallel()
