@@ -170,7 +170,8 @@ type Config struct {
 	// Tracer is a pgx tracer of your own (tracelog, otelpgx, ...). It keeps
 	// receiving every event, composed with pgkit's through pgx's multitracer;
 	// the pool and batch/copy/connect/prepare interfaces it implements are
-	// found by type assertion. Default: none.
+	// found by type assertion. A pgxpool.AcquireTracer must not keep the
+	// context it is given past its TraceAcquireEnd. Default: none.
 	Tracer pgx.QueryTracer
 }
 
@@ -222,7 +223,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	pcfg.ConnConfig.Tracer = db.tracer
 	if cfg.Tracer != nil {
-		pcfg.ConnConfig.Tracer = multitracer.New(db.tracer, cfg.Tracer)
+		// pgkit's last: its acquire context wraps the user's, and is reused
+		// once its own TraceAcquireEnd has run, which must then come last.
+		pcfg.ConnConfig.Tracer = multitracer.New(cfg.Tracer, db.tracer)
 	}
 
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)

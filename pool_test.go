@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -331,4 +333,57 @@ func TestKeepaliveOnTheSocket(t *testing.T) {
 		}
 	}))
 	require.Equal(t, map[string]int{"keepalive": 1, "idle": 42, "interval": 7, "count": 5}, opts)
+}
+
+// TestAcquireTimeoutUnderContention mixes callers whose own deadlines are
+// shorter and longer than AcquireTimeout, and some canceled, on a pool
+// much smaller than the crowd: every call either runs or fails with the
+// right error, and the timeouts counted are the timeouts returned.
+func TestAcquireTimeoutUnderContention(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{MaxConns: 2, AcquireTimeout: 20 * time.Millisecond})
+	var timeouts, callerDeadlines, cancels, ok atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 20 {
+				ctx, cancel := context.WithCancel(context.Background())
+				switch (g + i) % 4 {
+				case 1:
+					ctx, cancel = context.WithTimeout(context.Background(), 10*time.Millisecond)
+				case 2:
+					ctx, cancel = context.WithTimeout(context.Background(), 60*time.Millisecond)
+				case 3:
+					time.AfterFunc(5*time.Millisecond, cancel)
+				}
+				_, err := db.Exec(ctx, "SELECT pg_sleep(0.002)")
+				ctxErr := ctx.Err()
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, pgkit.ErrAcquireTimeout):
+					require.ErrorIs(t, err, context.DeadlineExceeded)
+					require.NoError(t, ctxErr, "a timeout reported as the pool's while the caller's context had ended")
+					timeouts.Add(1)
+				case errors.Is(err, context.DeadlineExceeded):
+					require.Error(t, ctxErr)
+					callerDeadlines.Add(1)
+				case errors.Is(err, context.Canceled):
+					require.ErrorIs(t, ctxErr, context.Canceled)
+					cancels.Add(1)
+				default:
+					require.NoError(t, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int64(64*20), ok.Load()+timeouts.Load()+callerDeadlines.Load()+cancels.Load())
+	require.Positive(t, ok.Load())
+	require.Positive(t, timeouts.Load())
+	require.Equal(t, timeouts.Load(), db.PoolStats().AcquireTimeouts)
+	require.Eventually(t, func() bool { return db.PoolStats().Acquired == 0 }, 5*time.Second, 10*time.Millisecond)
+	_, err := db.Exec(context.Background(), "SELECT 1")
+	require.NoError(t, err, "the pool serves normally afterwards")
 }

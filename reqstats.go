@@ -11,10 +11,11 @@ import (
 // RequestStats is the database work done with one context: what
 // pgkit.StatsFrom returns after pgkit.WithStats.
 type RequestStats struct {
-	// Queries counts statements: queries, batches, copies and prepares.
+	// Queries counts queries, batches and copies.
 	Queries int64
-	// Duration is their total time. With statements running in parallel
-	// goroutines it can exceed the request's wall time.
+	// Duration is their total time, with the time pgx spent preparing them
+	// (it prepares each new statement once per connection). With statements
+	// running in parallel goroutines it can exceed the request's wall time.
 	Duration time.Duration
 	// Slow counts those slower than Config.SlowQueryThreshold.
 	Slow int64
@@ -52,8 +53,10 @@ func StatsFrom(ctx context.Context) (RequestStats, bool) {
 	}, true
 }
 
-func (s *reqStats) add(d time.Duration, slow, failed bool) {
-	s.queries.Add(1)
+func (s *reqStats) add(count bool, d time.Duration, slow, failed bool) {
+	if count {
+		s.queries.Add(1)
+	}
 	s.nanos.Add(int64(d))
 	if slow {
 		s.slow.Add(1)

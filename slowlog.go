@@ -76,13 +76,17 @@ func foldSQL(sql string, limit int) string {
 			space = true
 			continue
 		}
+		need := utf8.RuneLen(r)
+		if space {
+			need++
+		}
+		if b.Len()+need > limit {
+			b.WriteString("…")
+			break
+		}
 		if space {
 			b.WriteByte(' ')
 			space = false
-		}
-		if b.Len()+utf8.RuneLen(r) > limit {
-			b.WriteString("…")
-			break
 		}
 		b.WriteRune(r)
 	}

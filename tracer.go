@@ -123,7 +123,7 @@ func (t *tracer) end(ctx context.Context, cs *connState, o op, rows int64, err e
 		}
 	}
 	if rs, ok := ctx.Value(reqStatsKey{}).(*reqStats); ok {
-		rs.add(f.duration, f.slow, f.outcome == outcomeError)
+		rs.add(o != opPrepare, f.duration, f.slow, f.outcome == outcomeError)
 	}
 	if f.slow || f.outcome != outcomeOK {
 		t.logStatement(ctx, &f)
@@ -263,73 +263,6 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 		outcome = "error"
 	}
 	t.m.connectDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
-}
-
-// acquireCtx is the context pgxpool uses for one Acquire: the caller's, with
-// AcquireTimeout added when set. Its Err reports ErrAcquireTimeout when the
-// timeout, not the caller, ended the wait, which is what puddle and pgxpool
-// then return from every pool method; no wrapper of rows, batches or
-// transactions is needed.
-type acquireCtx struct {
-	context.Context // the caller's context, plus the timeout if any
-	parent          context.Context
-	cancel          context.CancelFunc
-	start           time.Time
-}
-
-type acquireCtxKey struct{}
-
-func (c *acquireCtx) Err() error {
-	err := c.Context.Err()
-	if err == context.DeadlineExceeded && c.cancel != nil && c.parent.Err() == nil {
-		return ErrAcquireTimeout
-	}
-	return err
-}
-
-func (c *acquireCtx) Value(key any) any {
-	if key == (acquireCtxKey{}) {
-		return c
-	}
-	return c.Context.Value(key)
-}
-
-// TraceAcquireStart implements pgxpool.AcquireTracer.
-func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
-	t.waiting.Add(1)
-	ac := &acquireCtx{Context: ctx, parent: ctx, start: time.Now()}
-	if t.cfg.AcquireTimeout > 0 {
-		ac.Context, ac.cancel = context.WithTimeout(ctx, t.cfg.AcquireTimeout)
-	}
-	return ac
-}
-
-// TraceAcquireEnd implements pgxpool.AcquireTracer.
-func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
-	t.waiting.Add(-1)
-	now := time.Now()
-	if ac, ok := ctx.Value(acquireCtxKey{}).(*acquireCtx); ok {
-		if ac.cancel != nil {
-			ac.cancel()
-		}
-		if t.m != nil {
-			t.m.acquireDuration.Observe(now.Sub(ac.start).Seconds())
-		}
-	}
-	if data.Err != nil {
-		if isAcquireTimeout(data.Err) {
-			t.acquireTimeouts.Add(1)
-			if t.m != nil {
-				t.m.acquireTimeouts.Inc()
-			}
-		}
-		return
-	}
-	cs := t.state(data.Conn)
-	cs.acquiredAt.Store(now.UnixNano())
-	if t.leaks != nil {
-		t.leaks.acquired(cs)
-	}
 }
 
 // TraceRelease implements pgxpool.ReleaseTracer.

@@ -2,15 +2,19 @@
 // configuration: it uses PGKIT_DATABASE_URL or DATABASE_URL when set, and
 // otherwise starts a throwaway PostgreSQL server (local binaries, else
 // Docker) that it removes on exit. It creates the demo schema, opens pgkit,
-// does a little work, and prints the effective pool configuration, the health
-// report and the pool statistics.
+// and shows each feature: the effective pool configuration, per-request
+// database time, a slow query caught, the health report, the pool statistics
+// and pgkit's Prometheus metrics.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -19,6 +23,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // demoSchema holds the demo's tables, so that a database given by URL is
@@ -49,10 +55,12 @@ func run(ctx context.Context) error {
 	defer dropSchema(serverURL)
 
 	step("1. Open: a tuned pool")
+	registry := prometheus.NewRegistry()
 	db, err := pgkit.Open(ctx, pgkit.Config{
 		URL:             withSearchPath(serverURL, demoSchema),
 		ApplicationName: "pgkit-quickstart",
 		Logger:          logger,
+		Registerer:      registry,
 	})
 	if err != nil {
 		return err
@@ -60,17 +68,56 @@ func run(ctx context.Context) error {
 	defer db.Close()
 	printConfig(db.Config())
 
-	step("2. Some work: a tenant, 1,000 users, a count")
-	if err := work(ctx, db); err != nil {
+	step("2. Some work, with its database time counted (pgkit.WithStats)")
+	reqCtx := pgkit.WithStats(ctx)
+	if err := work(reqCtx, db); err != nil {
 		return err
 	}
+	stats, _ := pgkit.StatsFrom(reqCtx)
+	fmt.Printf("this unit of work: %d statements, %s in the database, %d slow, %d failed\n",
+		stats.Queries, stats.Duration.Round(time.Microsecond), stats.Slow, stats.Errors)
 
-	step("3. Health")
+	step("3. A slow query, caught by the slow-query log (threshold 500ms)")
+	if _, err := db.Exec(pgkit.WithQueryName(ctx, "deliberately_slow"), `SELECT pg_sleep(0.6)`); err != nil {
+		return err
+	}
+	for _, q := range db.SlowQueries() {
+		fmt.Printf("db.SlowQueries(): %s (%s) took %s: %s\n", q.Name, q.Op, q.Duration.Round(time.Millisecond), q.SQL)
+	}
+
+	step("4. Health")
 	printJSON(db.Health(ctx))
 
-	step("4. Pool statistics")
+	step("5. Pool statistics")
 	printJSON(db.PoolStats())
-	return nil
+
+	step("6. GET /metrics (pgkit's series, buckets left out)")
+	return printMetrics(ctx, registry)
+}
+
+// printMetrics serves the registry as a service would and prints the pgkit
+// lines of what a scrape gets.
+func printMetrics(ctx context.Context, registry *prometheus.Registry) error {
+	srv := httptest.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "pgkit_") && !strings.Contains(line, "_bucket{") {
+			fmt.Println("  " + line)
+		}
+	}
+	srv.Client().CloseIdleConnections()
+	return sc.Err()
 }
 
 // server returns the URL of the server to use, and how to stop it if it was
@@ -121,7 +168,7 @@ func dropSchema(serverURL string) {
 }
 
 func work(ctx context.Context, db *pgkit.DB) error {
-	if _, err := db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme Inc.')`); err != nil {
+	if _, err := db.Exec(pgkit.WithQueryName(ctx, "create_tenant"), `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme Inc.')`); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -134,7 +181,7 @@ func work(ctx context.Context, db *pgkit.DB) error {
 	}
 	fmt.Printf("copied %d users in %s\n", n, time.Since(start).Round(time.Microsecond))
 	var count int
-	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM users WHERE tenant_id = $1`, "acme").Scan(&count); err != nil {
+	if err := db.QueryRow(ctx, "-- name: CountUsers :one\nSELECT COUNT(*) FROM users WHERE tenant_id = $1", "acme").Scan(&count); err != nil {
 		return err
 	}
 	fmt.Printf("SELECT COUNT(*) FROM users: %d\n", count)

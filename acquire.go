@@ -1,0 +1,163 @@
+package pgkit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// acquireCtx is the context pgxpool uses for one Acquire: the caller's, plus
+// AcquireTimeout. Its Err reports ErrAcquireTimeout when the timeout, not the
+// caller, ended the wait; puddle and pgxpool return ctx.Err(), so every pool
+// method reports it without pgkit wrapping rows, batches or transactions.
+//
+// It is a context of its own rather than context.WithTimeout because it is on
+// every checkout: after a successful Acquire, its channel and timer are
+// reused (sync.Pool), so the steady state allocates nothing for a caller
+// whose context cannot be canceled, and only context.AfterFunc's
+// registration for one that can.
+type acquireCtx struct {
+	parent   context.Context
+	start    time.Time
+	deadline time.Time // zero: no AcquireTimeout, behave as parent
+
+	done       chan struct{}
+	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
+	timer      *time.Timer
+	stopParent func() bool
+}
+
+const (
+	acquireLive int32 = iota
+	acquireTimedOut
+	acquireParentDone
+)
+
+type acquireCtxKey struct{}
+
+var acquireCtxPool = sync.Pool{New: func() any { return &acquireCtx{} }}
+
+func newAcquireCtx(parent context.Context, timeout time.Duration) *acquireCtx {
+	c := acquireCtxPool.Get().(*acquireCtx)
+	c.parent = parent
+	c.start = time.Now()
+	c.deadline = time.Time{}
+	if timeout <= 0 {
+		return c
+	}
+	c.deadline = c.start.Add(timeout)
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(timeout, c.timedOut)
+	} else {
+		c.timer.Reset(timeout)
+	}
+	if parent.Done() != nil {
+		c.stopParent = context.AfterFunc(parent, c.parentDone)
+	}
+	return c
+}
+
+func (c *acquireCtx) timedOut()   { c.finish(acquireTimedOut) }
+func (c *acquireCtx) parentDone() { c.finish(acquireParentDone) }
+
+func (c *acquireCtx) finish(state int32) {
+	if c.state.CompareAndSwap(acquireLive, state) {
+		close(c.done)
+	}
+}
+
+// release ends the Acquire: it stops the timer and the watch on the parent
+// and, when neither fired and the Acquire succeeded (so no goroutine of
+// pgxpool's still holds the context), puts c back for reuse.
+func (c *acquireCtx) release(acquired bool) {
+	if c.deadline.IsZero() {
+		c.parent = nil
+		acquireCtxPool.Put(c)
+		return
+	}
+	stopped := c.timer.Stop()
+	if c.stopParent != nil {
+		stopped = c.stopParent() && stopped
+		c.stopParent = nil
+	}
+	if acquired && stopped && c.state.Load() == acquireLive {
+		c.parent = nil
+		acquireCtxPool.Put(c)
+	}
+}
+
+func (c *acquireCtx) Deadline() (time.Time, bool) {
+	pd, ok := c.parent.Deadline()
+	if c.deadline.IsZero() || ok && pd.Before(c.deadline) {
+		return pd, ok
+	}
+	return c.deadline, true
+}
+
+func (c *acquireCtx) Done() <-chan struct{} {
+	if c.deadline.IsZero() {
+		return c.parent.Done()
+	}
+	return c.done
+}
+
+func (c *acquireCtx) Err() error {
+	if c.deadline.IsZero() {
+		return c.parent.Err()
+	}
+	switch c.state.Load() {
+	case acquireTimedOut:
+		if err := c.parent.Err(); err != nil {
+			return err // the caller's deadline came at the same time: it wins
+		}
+		return ErrAcquireTimeout
+	case acquireParentDone:
+		return c.parent.Err()
+	}
+	return nil
+}
+
+func (c *acquireCtx) Value(key any) any {
+	if key == (acquireCtxKey{}) {
+		return c
+	}
+	return c.parent.Value(key)
+}
+
+// TraceAcquireStart implements pgxpool.AcquireTracer.
+func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	t.waiting.Add(1)
+	return newAcquireCtx(ctx, t.cfg.AcquireTimeout)
+}
+
+// TraceAcquireEnd implements pgxpool.AcquireTracer.
+func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
+	t.waiting.Add(-1)
+	now := time.Now()
+	if ac, ok := ctx.Value(acquireCtxKey{}).(*acquireCtx); ok {
+		if t.m != nil {
+			t.m.acquireDuration.Observe(now.Sub(ac.start).Seconds())
+		}
+		ac.release(data.Err == nil)
+	}
+	if data.Err != nil {
+		if isAcquireTimeout(data.Err) {
+			t.acquireTimeouts.Add(1)
+			if t.m != nil {
+				t.m.acquireTimeouts.Inc()
+			}
+		}
+		return
+	}
+	cs := t.state(data.Conn)
+	cs.acquiredAt.Store(now.UnixNano())
+	if t.leaks != nil {
+		t.leaks.acquired(cs)
+	}
+}
