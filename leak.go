@@ -14,14 +14,15 @@ import (
 // (HikariCP's leakDetectionThreshold): an Acquire never released, a Begin
 // never committed or rolled back, Rows never closed. It captures the
 // acquiring stack at each checkout (the cost of turning it on) and scans the
-// checked-out connections a few times per threshold in one goroutine that
-// Close stops.
+// pool's connections a few times per threshold in one goroutine that Close
+// stops. The set of connections changes only when one is opened or closed, so
+// a checkout touches nothing shared.
 type leakDetector struct {
 	t         *tracer
 	threshold time.Duration
 
-	mu   sync.Mutex
-	held map[*connState]struct{}
+	mu    sync.Mutex
+	conns map[*connState]struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -30,16 +31,30 @@ type leakDetector struct {
 // leakState is a connection's part in leak detection.
 type leakState struct {
 	mu     sync.Mutex
+	out    bool // checked out now
 	stack  [32]uintptr
 	depth  int
 	leaked bool
 }
 
 func newLeakDetector(t *tracer, threshold time.Duration) *leakDetector {
-	d := &leakDetector{t: t, threshold: threshold, held: make(map[*connState]struct{}),
+	d := &leakDetector{t: t, threshold: threshold, conns: make(map[*connState]struct{}),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(min(max(threshold/4, 10*time.Millisecond), 5*time.Second))
 	return d
+}
+
+// opened and closed track the pool's connections.
+func (d *leakDetector) opened(cs *connState) {
+	d.mu.Lock()
+	d.conns[cs] = struct{}{}
+	d.mu.Unlock()
+}
+
+func (d *leakDetector) closed(cs *connState) {
+	d.mu.Lock()
+	delete(d.conns, cs)
+	d.mu.Unlock()
 }
 
 func (d *leakDetector) acquired(cs *connState) {
@@ -47,20 +62,15 @@ func (d *leakDetector) acquired(cs *connState) {
 	// Skip runtime.Callers, acquired and TraceAcquireEnd; pgxpool's and pgkit's
 	// own frames stay, so the stack reads like a panic's.
 	cs.leak.depth = runtime.Callers(3, cs.leak.stack[:])
+	cs.leak.out = true
 	cs.leak.leaked = false
 	cs.leak.mu.Unlock()
-	d.mu.Lock()
-	d.held[cs] = struct{}{}
-	d.mu.Unlock()
 }
 
 func (d *leakDetector) released(cs *connState, held time.Duration) {
-	d.mu.Lock()
-	delete(d.held, cs)
-	d.mu.Unlock()
 	cs.leak.mu.Lock()
 	wasLeaked := cs.leak.leaked
-	cs.leak.leaked = false
+	cs.leak.out, cs.leak.leaked = false, false
 	cs.leak.mu.Unlock()
 	if wasLeaked {
 		d.t.leaked.Add(-1)
@@ -86,18 +96,17 @@ func (d *leakDetector) run(period time.Duration) {
 // scan reports each connection that has just passed the threshold.
 func (d *leakDetector) scan(now time.Time) {
 	d.mu.Lock()
-	held := make([]*connState, 0, len(d.held))
-	for cs := range d.held {
-		held = append(held, cs)
+	conns := make([]*connState, 0, len(d.conns))
+	for cs := range d.conns {
+		conns = append(conns, cs)
 	}
 	d.mu.Unlock()
-	for _, cs := range held {
-		since := time.Duration(now.UnixNano() - cs.acquiredAt.Load())
-		if since < d.threshold {
-			continue
-		}
+	for _, cs := range conns {
 		cs.leak.mu.Lock()
-		if cs.leak.leaked {
+		// acquiredAt is read under the lock: acquired stores it before it
+		// marks the connection out, so the two agree.
+		since := time.Duration(now.UnixNano() - cs.acquiredAt.Load())
+		if !cs.leak.out || cs.leak.leaked || since < d.threshold {
 			cs.leak.mu.Unlock()
 			continue
 		}

@@ -222,6 +222,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	pcfg.ConnConfig.Tracer = db.tracer
+	pcfg.BeforeClose = db.tracer.connClosed
 	if cfg.Tracer != nil {
 		// pgkit's last: its acquire context wraps the user's, and is reused
 		// once its own TraceAcquireEnd has run, which must then come last.

@@ -249,7 +249,11 @@ func (t *tracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartD
 // TraceConnectEnd implements pgx.ConnectTracer.
 func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	if data.Conn != nil {
-		data.Conn.PgConn().CustomData()[connStateKey] = &connState{}
+		cs := &connState{}
+		data.Conn.PgConn().CustomData()[connStateKey] = cs
+		if t.leaks != nil {
+			t.leaks.opened(cs)
+		}
 	}
 	if t.m == nil {
 		return
@@ -263,6 +267,15 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 		outcome = "error"
 	}
 	t.m.connectDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+// connClosed is pgxpool's BeforeClose hook: the connection leaves the pool.
+func (t *tracer) connClosed(conn *pgx.Conn) {
+	if t.leaks != nil {
+		if cs, ok := conn.PgConn().CustomData()[connStateKey].(*connState); ok {
+			t.leaks.closed(cs)
+		}
+	}
 }
 
 // TraceRelease implements pgxpool.ReleaseTracer.
