@@ -118,7 +118,7 @@ func seedRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error
 			res.waits[i] = time.Since(t0)
 			var n int
 			if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil || n != seedUsers {
-				errs <- fmt.Errorf("count %d: %v", n, err)
+				errs <- fmt.Errorf("count %d: %w", n, err)
 			}
 			res.totals[i] = time.Since(t0)
 		})

@@ -127,10 +127,10 @@ type finished struct {
 func (t *tracer) logStatement(ctx context.Context, f *finished) {
 	level := slog.LevelWarn
 	msg := "pgkit: slow query"
-	switch {
-	case f.outcome == outcomeError:
+	switch f.outcome {
+	case outcomeError:
 		level, msg = slog.LevelError, "pgkit: query failed"
-	case f.outcome == outcomeCanceled:
+	case outcomeCanceled:
 		level, msg = slog.LevelDebug, "pgkit: query canceled"
 	}
 	var sqlState string

@@ -170,7 +170,7 @@ func waitAccepting(ctx context.Context, connURL string, timeout time.Duration) e
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgtest: server did not accept connections: %w (last error: %v)", ctx.Err(), last)
+			return fmt.Errorf("pgtest: server did not accept connections: %w (last error: %w)", ctx.Err(), last)
 		case <-tick.C:
 		}
 	}

@@ -148,7 +148,7 @@ func checkDocker(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("no Docker engine: %w", err)
 		}
-		defer p.Close()
+		defer func() { _ = p.Close() }()
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := p.Health(ctx); err != nil {

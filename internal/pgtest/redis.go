@@ -151,7 +151,7 @@ func waitRedis(ctx context.Context, addr string, exited <-chan struct{}) error {
 		case <-exited:
 			return errors.New("exited before answering PING")
 		case <-ctx.Done():
-			return fmt.Errorf("no answer to PING: %w (last error: %v)", ctx.Err(), last)
+			return fmt.Errorf("no answer to PING: %w (last error: %w)", ctx.Err(), last)
 		case <-tick.C:
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,7 +98,7 @@ func CreateTemplate(ctx context.Context, adminURL string) (name string, err erro
 		if _, err := conn.Exec(ctx, "DROP DATABASE "+quoteIdent(name)+" WITH (FORCE)"); err != nil {
 			return "", fmt.Errorf("pgtest: drop incomplete template %s: %w", name, err)
 		}
-	case err != pgx.ErrNoRows:
+	case !errors.Is(err, pgx.ErrNoRows):
 		return "", fmt.Errorf("pgtest: look for template %s: %w", name, err)
 	}
 
