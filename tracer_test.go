@@ -466,3 +466,28 @@ func TestUserTracerSeesEveryQuery(t *testing.T) {
 	require.ErrorIs(t, err, pgkit.ErrAcquireTimeout)
 	c.Release()
 }
+
+func TestWaitingGaugeCountsCallersWaiting(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{Registerer: reg, MaxConns: 1, AcquireTimeout: pgkit.Disabled})
+	ctx := context.Background()
+	// Rows never closed hold their connection.
+	rows, err := db.Query(ctx, `SELECT generate_series(1, 3)`)
+	require.NoError(t, err)
+
+	waiting := func() float64 { return gather(t, reg).value(t, "pgkit_pool_waiting", nil) }
+	done := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := db.Exec(ctx, `SELECT 1`); done <- err }()
+	}
+	require.Eventually(t, func() bool { return waiting() == 3 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(3), db.PoolStats().Waiting)
+	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_pool_utilization_ratio", nil))
+
+	rows.Close()
+	for range 3 {
+		require.NoError(t, <-done)
+	}
+	require.Equal(t, 0.0, waiting())
+}
