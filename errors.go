@@ -3,6 +3,7 @@ package pgkit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -24,6 +25,37 @@ func (acquireTimeoutError) Is(target error) bool { return target == context.Dead
 
 // Timeout reports true, like context.DeadlineExceeded and net.Error timeouts.
 func (acquireTimeoutError) Timeout() bool { return true }
+
+// ErrEmptyTenant is returned by InTx with WithTenant("") before anything is
+// sent to the server: an empty tenant id would match no row, or every row of
+// a policy written carelessly.
+var ErrEmptyTenant = errors.New("pgkit: WithTenant: empty tenant id")
+
+// AmbiguousCommitError is returned by InTx when the connection was lost
+// while COMMIT was in flight: the transaction may or may not have committed,
+// so it is never retried. Check the database before doing the work again.
+type AmbiguousCommitError struct {
+	Err error // what pgx returned from COMMIT
+}
+
+func (e *AmbiguousCommitError) Error() string {
+	return "pgkit: connection lost during COMMIT, the transaction may or may not have committed: " + e.Err.Error()
+}
+
+func (e *AmbiguousCommitError) Unwrap() error { return e.Err }
+
+// RetryError is returned by InTx with WithRetry when the last attempt failed
+// with an error that would have been retried. It unwraps to that error.
+type RetryError struct {
+	Attempts int
+	Err      error
+}
+
+func (e *RetryError) Error() string {
+	return fmt.Sprintf("pgkit: transaction failed after %d attempts: %v", e.Attempts, e.Err)
+}
+
+func (e *RetryError) Unwrap() error { return e.Err }
 
 // ConfigError is returned by Open when a Config field holds a value pgkit
 // refuses. Field is the name of the Config field, such as "MaxConns".

@@ -35,6 +35,11 @@ type metrics struct {
 	leaks           prometheus.Counter
 	pool            *poolCollector
 
+	txTotal    [numTxOutcomes]prometheus.Counter
+	txRetries  map[string]prometheus.Counter // by reason
+	txDuration prometheus.Histogram
+	txAttempts prometheus.Histogram
+
 	collectors []prometheus.Collector // for Unregister at Close
 	reg        prometheus.Registerer
 }
@@ -85,12 +90,38 @@ func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, er
 			Name: "pgkit_pool_leaks_total",
 			Help: "Connections held longer than Config.LeakThreshold.",
 		}),
+		txDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgkit_tx_duration_seconds",
+			Help:    "Time of InTx on a DB, from the first BEGIN to the end of the last attempt.",
+			Buckets: latencyBuckets,
+		}),
+		txAttempts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgkit_tx_attempts",
+			Help:    "Attempts an InTx call made (1 unless WithRetry retried).",
+			Buckets: []float64{1, 2, 3, 4, 5, 7, 10},
+		}),
 		pool: &poolCollector{},
 		reg:  reg,
+	}
+	txTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgkit_tx_total",
+		Help: "InTx calls on a DB by outcome: commit, rollback (fn returned an error or panicked) or error (BEGIN or COMMIT failed).",
+	}, []string{"outcome"})
+	for o := range numTxOutcomes {
+		m.txTotal[o] = txTotal.WithLabelValues(txOutcomeNames[o])
+	}
+	txRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgkit_tx_retries_total",
+		Help: "Transactions WithRetry ran again, by reason: serialization (40001), deadlock (40P01), connection (lost before COMMIT).",
+	}, []string{"reason"})
+	m.txRetries = map[string]prometheus.Counter{}
+	for _, r := range []string{"serialization", "deadlock", "connection"} {
+		m.txRetries[r] = txRetries.WithLabelValues(r)
 	}
 	m.collectors = []prometheus.Collector{
 		m.queryDuration, m.queryErrors, m.slowQueries, m.rows,
 		m.acquireDuration, m.acquireTimeouts, m.holdDuration, m.connectDuration, m.leaks,
+		txTotal, txRetries, m.txDuration, m.txAttempts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pgkit_pool_waiting",
 			Help: "Callers waiting for a pool connection right now.",
@@ -261,5 +292,32 @@ func (nm *nameMetrics) slow(o op) {
 func (nm *nameMetrics) failed(class string) {
 	if nm.m != nil {
 		nm.m.queryErrors.WithLabelValues(nm.name, class).Inc()
+	}
+}
+
+// txOutcome is how an InTx call on a DB ended: the "outcome" label.
+type txOutcome uint8
+
+const (
+	txCommit txOutcome = iota
+	txRollback
+	txError
+	numTxOutcomes
+)
+
+var txOutcomeNames = [numTxOutcomes]string{"commit", "rollback", "error"}
+
+func (m *metrics) txDone(o txOutcome, attempts int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.txTotal[o].Inc()
+	m.txAttempts.Observe(float64(attempts))
+	m.txDuration.Observe(d.Seconds())
+}
+
+func (m *metrics) txRetry(reason string) {
+	if m != nil {
+		m.txRetries[reason].Inc()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,7 @@ const (
 	DefaultMaxLoggedSQL             = 1000
 	DefaultSlowQueryBuffer          = 100
 	DefaultMaxQueryNames            = 200
+	DefaultTenantSetting            = "app.tenant_id"
 )
 
 // DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
@@ -157,6 +159,12 @@ type Config struct {
 	// later names are counted as "other" and a warning is logged once.
 	// Default 200.
 	MaxQueryNames int
+	// TenantSetting is the server setting InTx's WithTenant sets for the
+	// transaction, and row-level security policies read with
+	// current_setting. It must be a custom setting: a prefix, a dot, a name.
+	// Default "app.tenant_id".
+	TenantSetting string
+
 	// LeakThreshold: a connection checked out for longer (an Acquire never
 	// released, a transaction never ended, Rows never closed) is logged at
 	// Warn with the stack that acquired it, and counted. Capturing that stack
@@ -358,6 +366,10 @@ func (cfg *Config) validate() error {
 			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
 		}
 	}
+	if cfg.TenantSetting != "" && !validSettingName(cfg.TenantSetting) {
+		return &ConfigError{Field: "TenantSetting", Reason: fmt.Sprintf(
+			"%q is not a custom setting name (prefix.name, letters, digits and underscores)", cfg.TenantSetting)}
+	}
 	if cfg.KeepaliveCount < 0 {
 		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
 	}
@@ -466,6 +478,9 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	if cfg.RedactArg == nil {
 		cfg.RedactArg = RedactArgType
 	}
+	if cfg.TenantSetting == "" {
+		cfg.TenantSetting = DefaultTenantSetting
+	}
 }
 
 // configure writes the effective cfg into the pgxpool config.
@@ -547,4 +562,25 @@ func programName() string {
 		name = name[:63]
 	}
 	return name
+}
+
+// validSettingName accepts a custom (placeholder) setting name such as
+// app.tenant_id: two or more dot-separated parts of letters, digits and
+// underscores.
+func validSettingName(name string) bool {
+	parts := strings.Split(name, ".")
+	if len(parts) < 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" {
+			return false
+		}
+		for _, c := range p {
+			if c != '_' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -1,0 +1,349 @@
+package pgkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Tx is a transaction (or a savepoint inside one) run by InTx: a pgx.Tx, so
+// every Querier helper takes it, plus OnCommit.
+type Tx interface {
+	pgx.Tx
+	// OnCommit registers fn to run after the outermost transaction commits,
+	// in registration order, with the context given to InTx. It never runs
+	// after a rollback, nor for an attempt that WithRetry retried; hooks
+	// registered inside a savepoint that rolled back are dropped.
+	OnCommit(fn func(ctx context.Context))
+
+	begin(ctx context.Context, fn func(Tx) error, o *txOptions) error
+}
+
+// TxStarter is what InTx runs on: a *DB (a new transaction) or a Tx (a
+// savepoint inside it).
+type TxStarter interface {
+	begin(ctx context.Context, fn func(Tx) error, o *txOptions) error
+}
+
+// InTx runs fn in a transaction on q, a *DB or a Tx:
+//
+//   - on a *DB it begins a transaction with the options, commits when fn
+//     returns nil, and rolls back when fn returns an error (returned
+//     unchanged) or panics (the panic goes on after the rollback; the
+//     connection goes back to the pool);
+//   - on a Tx it makes a savepoint: an error inside rolls back to it and
+//     leaves the outer transaction usable.
+//
+// With WithRetry, fn runs again in a new transaction after a serialization
+// failure, a deadlock or a connection lost before COMMIT was sent, so fn
+// must not have effects outside the database that cannot be repeated (use
+// OnCommit for those).
+func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOption) error {
+	o := txOptions{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return o.err
+	}
+	return q.begin(ctx, fn, &o)
+}
+
+// TxOption configures InTx.
+type TxOption func(*txOptions)
+
+type txOptions struct {
+	tx      pgx.TxOptions
+	timeout time.Duration
+	retry   *RetryPolicy
+	tenant  *string
+	err     error
+}
+
+// WithIsolation sets the isolation level, e.g. pgx.Serializable. Default: the
+// server's (read committed).
+func WithIsolation(level pgx.TxIsoLevel) TxOption {
+	return func(o *txOptions) { o.tx.IsoLevel = level }
+}
+
+// ReadOnly makes the transaction READ ONLY.
+func ReadOnly() TxOption { return func(o *txOptions) { o.tx.AccessMode = pgx.ReadOnly } }
+
+// Deferrable makes a SERIALIZABLE READ ONLY transaction DEFERRABLE: it may
+// wait to start, then never fails with a serialization error.
+func Deferrable() TxOption { return func(o *txOptions) { o.tx.DeferrableMode = pgx.Deferrable } }
+
+// WithTimeout bounds the whole InTx call, every attempt and backoff
+// included.
+func WithTimeout(d time.Duration) TxOption {
+	return func(o *txOptions) {
+		if d <= 0 {
+			o.err = fmt.Errorf("pgkit: WithTimeout: the timeout must be positive (got %s)", d)
+		}
+		o.timeout = d
+	}
+}
+
+// WithTenant makes the transaction's first statement
+// SELECT set_config(<Config.TenantSetting>, id, true), so row-level security
+// policies that read current_setting('app.tenant_id') see only this tenant's
+// rows. The id is a bound parameter, never spliced into SQL. An empty id is
+// refused with ErrEmptyTenant before anything is sent.
+func WithTenant(id string) TxOption {
+	return func(o *txOptions) {
+		if id == "" {
+			o.err = ErrEmptyTenant
+		}
+		o.tenant = &id
+	}
+}
+
+// RetryPolicy is how WithRetry retries. Zero fields take their defaults.
+type RetryPolicy struct {
+	// MaxAttempts is the most times fn runs, the first included. Default 5.
+	MaxAttempts int
+	// BaseDelay is the backoff before the second attempt; it doubles with each
+	// attempt, up to MaxDelay, and each wait is drawn uniformly from zero to
+	// that ("full jitter"). Default 10ms.
+	BaseDelay time.Duration
+	// MaxDelay caps the backoff. Default 1s.
+	MaxDelay time.Duration
+}
+
+// WithRetry runs fn again, in a new transaction, when the transaction fails
+// with a serialization failure (SQLSTATE 40001) or a deadlock (40P01), or
+// loses its connection before COMMIT is sent. Any other error returns at
+// once. A connection lost during COMMIT leaves the outcome unknown: that
+// returns *AmbiguousCommitError and is never retried. After the last attempt
+// the error is a *RetryError.
+func WithRetry(p RetryPolicy) TxOption {
+	return func(o *txOptions) {
+		if p.MaxAttempts < 0 || p.BaseDelay < 0 || p.MaxDelay < 0 {
+			o.err = fmt.Errorf("pgkit: WithRetry: negative RetryPolicy field in %+v", p)
+		}
+		if p.MaxAttempts == 0 {
+			p.MaxAttempts = 5
+		}
+		if p.BaseDelay == 0 {
+			p.BaseDelay = 10 * time.Millisecond
+		}
+		if p.MaxDelay == 0 {
+			p.MaxDelay = time.Second
+		}
+		o.retry = &p
+	}
+}
+
+// tx is pgkit's Tx: pgx's transaction or savepoint, and the hooks to run
+// after the outermost commit.
+type tx struct {
+	pgx.Tx
+	db *DB
+
+	mu    sync.Mutex
+	hooks []func(context.Context)
+}
+
+func (t *tx) OnCommit(fn func(ctx context.Context)) {
+	t.mu.Lock()
+	t.hooks = append(t.hooks, fn)
+	t.mu.Unlock()
+}
+
+// begin on a Tx runs fn in a savepoint.
+func (t *tx) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
+	if o.tx != (pgx.TxOptions{}) || o.retry != nil || o.tenant != nil {
+		return errors.New("pgkit: InTx on a Tx makes a savepoint: isolation, access mode, WithRetry and WithTenant belong to the outer transaction")
+	}
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	sp, err := t.Tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	child := &tx{Tx: sp, db: t.db}
+	if err := runFn(ctx, child, fn); err != nil {
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.hooks = append(t.hooks, child.hooks...)
+	t.mu.Unlock()
+	return nil
+}
+
+// runFn runs fn and rolls back on its error or panic. The rollback gets a
+// context of its own, so a canceled ctx does not also cost the connection.
+func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rollback(ctx, t)
+			panic(p)
+		}
+	}()
+	if err = fn(t); err != nil {
+		rollback(ctx, t)
+	}
+	return err
+}
+
+func rollback(ctx context.Context, t *tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = t.Rollback(ctx) // a failed rollback closes the connection: the server rolls back
+}
+
+// begin on a DB runs fn in a transaction of its own, retried as o says.
+func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
+	start := time.Now()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	maxAttempts := 1
+	if o.retry != nil {
+		maxAttempts = o.retry.MaxAttempts
+	}
+	m := db.tracer.m
+	attempt := 1
+	defer func() {
+		if p := recover(); p != nil {
+			m.txDone(txRollback, attempt, time.Since(start)) // runFn rolled back
+			panic(p)
+		}
+	}()
+	for ; ; attempt++ {
+		t, err := db.attempt(ctx, fn, o)
+		if err == nil {
+			m.txDone(txCommit, attempt, time.Since(start))
+			for _, hook := range t.hooks {
+				hook(ctx)
+			}
+			return nil
+		}
+		reason := retryReason(err, t)
+		outcome := txError
+		if t != nil && !errors.As(err, new(*AmbiguousCommitError)) && !t.committing {
+			outcome = txRollback
+		}
+		if o.retry == nil || reason == "" {
+			m.txDone(outcome, attempt, time.Since(start))
+			return err
+		}
+		if attempt >= maxAttempts {
+			m.txDone(outcome, attempt, time.Since(start))
+			return &RetryError{Attempts: attempt, Err: err}
+		}
+		m.txRetry(reason)
+		if werr := sleepBackoff(ctx, o.retry, attempt); werr != nil {
+			m.txDone(outcome, attempt, time.Since(start))
+			return &RetryError{Attempts: attempt, Err: err}
+		}
+	}
+}
+
+// attemptTx is one attempt's transaction, and whether it got as far as
+// sending COMMIT.
+type attemptTx struct {
+	*tx
+	committing bool
+}
+
+// attempt is one BEGIN … COMMIT. It returns the attempt's tx when it got
+// one, so the caller can run its hooks or judge a failure.
+func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*attemptTx, error) {
+	ptx, err := db.pool.BeginTx(ctx, o.tx)
+	if err != nil {
+		return nil, err
+	}
+	a := &attemptTx{tx: &tx{Tx: ptx, db: db}}
+	if o.tenant != nil {
+		if _, err := ptx.Exec(ctx, "SELECT set_config($1, $2, true)", db.cfg.TenantSetting, *o.tenant); err != nil {
+			rollback(ctx, a.tx)
+			return a, err
+		}
+	}
+	if err := runFn(ctx, a.tx, fn); err != nil {
+		return a, err
+	}
+	a.committing = true
+	if err := ptx.Commit(ctx); err != nil {
+		if commitFailed(err) {
+			return a, err
+		}
+		return a, &AmbiguousCommitError{Err: err}
+	}
+	return a, nil
+}
+
+// commitFailed reports whether a COMMIT error proves the transaction did not
+// commit: the server answered with an error, turned the COMMIT into a
+// ROLLBACK, or the context ended before COMMIT was sent. Anything else may
+// have committed. pgconn.SafeToRetry alone is no proof here: when the
+// connection drops while pgx reads COMMIT's answer, pgx can report
+// "conn closed" as safe to retry although COMMIT was sent (seen with a proxy
+// that cuts the connection after the server's reply; TestAmbiguousCommit).
+func commitFailed(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) ||
+		pgconn.SafeToRetry(err) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
+// retryReason says why a failed attempt may run again ("serialization",
+// "deadlock", "connection"), or "" when it must not.
+func retryReason(err error, a *attemptTx) string {
+	var pgErr *pgconn.PgError
+	var ambiguous *AmbiguousCommitError
+	switch {
+	case errors.As(err, &ambiguous):
+		return ""
+	case errors.As(err, &pgErr):
+		switch {
+		case pgErr.Code == "40001":
+			return "serialization"
+		case pgErr.Code == "40P01":
+			return "deadlock"
+		case strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03":
+			// Connection exceptions, and the server ending the session
+			// (terminated, shutting down, starting up): before COMMIT, the
+			// transaction died with the session.
+			return "connection"
+		}
+		return ""
+	case pgconn.SafeToRetry(err):
+		return "connection"
+	case a != nil && a.Conn().IsClosed() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		// The connection died before COMMIT was sent: the server rolled
+		// the transaction back, so running it again is safe.
+		return "connection"
+	}
+	return ""
+}
+
+func sleepBackoff(ctx context.Context, p *RetryPolicy, attempt int) error {
+	ceiling := p.BaseDelay << min(attempt-1, 30)
+	if ceiling <= 0 || ceiling > p.MaxDelay {
+		ceiling = p.MaxDelay
+	}
+	wait := time.NewTimer(rand.N(ceiling + 1))
+	defer wait.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wait.C:
+		return nil
+	}
+}
