@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
@@ -112,4 +113,20 @@ func BenchmarkLeakDetection(b *testing.B) {
 	benchAB(b, 64,
 		"leak-off", func(ctx context.Context) error { var n int; return off.QueryRow(ctx, "SELECT 1").Scan(&n) },
 		"leak-on", func(ctx context.Context) error { var n int; return on.QueryRow(ctx, "SELECT 1").Scan(&n) })
+}
+
+// BenchmarkInTx is a short non-conflicting transaction (BEGIN, SELECT,
+// COMMIT) through InTx with WithRetry against pgx.BeginFunc on the same
+// pool, from 16 goroutines.
+func BenchmarkInTx(b *testing.B) {
+	_, db := benchPools(b, 8, pgkit.Config{})
+	retry := pgkit.WithRetry(pgkit.RetryPolicy{})
+	body := func(ctx context.Context, tx pgx.Tx) error { var n int; return tx.QueryRow(ctx, "SELECT 1").Scan(&n) }
+	benchAB(b, 16,
+		"BeginFunc", func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, db.Pool(), func(tx pgx.Tx) error { return body(ctx, tx) })
+		},
+		"InTx", func(ctx context.Context) error {
+			return pgkit.InTx(ctx, db, func(tx pgkit.Tx) error { return body(ctx, tx) }, retry)
+		})
 }

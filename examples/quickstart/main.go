@@ -85,13 +85,18 @@ func run(ctx context.Context) error {
 		fmt.Printf("db.SlowQueries(): %s (%s) took %s: %s\n", q.Name, q.Op, q.Duration.Round(time.Millisecond), q.SQL)
 	}
 
-	step("4. Health")
+	step("4. The seed's conversation operation: one tenant transaction, all or nothing")
+	if err := conversationOperation(ctx, db); err != nil {
+		return err
+	}
+
+	step("5. Health")
 	printJSON(db.Health(ctx))
 
-	step("5. Pool statistics")
+	step("6. Pool statistics")
 	printJSON(db.PoolStats())
 
-	step("6. GET /metrics (pgkit's series, buckets left out)")
+	step("7. GET /metrics (pgkit's series, buckets left out)")
 	return printMetrics(ctx, registry)
 }
 
@@ -185,6 +190,51 @@ func work(ctx context.Context, db *pgkit.DB) error {
 		return err
 	}
 	fmt.Printf("SELECT COUNT(*) FROM users: %d\n", count)
+	return nil
+}
+
+// conversationOperation is the seed's complex_conversation_operation: a
+// conversation, its welcome message and a usage record in one transaction
+// scoped to the tenant (WithTenant sets app.tenant_id for row-level security
+// policies), retried on serialization failures and deadlocks, with an
+// on-commit hook. It runs once for real and once with a bad user id, to show
+// the rollback.
+func conversationOperation(ctx context.Context, db *pgkit.DB) error {
+	var userID int64
+	if err := db.QueryRow(ctx, `SELECT id FROM users WHERE tenant_id = 'acme' ORDER BY id LIMIT 1`).Scan(&userID); err != nil {
+		return err
+	}
+	create := func(userID int64, title string) (int64, error) {
+		var convID int64
+		err := pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+			if err := tx.QueryRow(ctx, `INSERT INTO conversations (tenant_id, user_id, title) VALUES ($1, $2, $3) RETURNING id`,
+				"acme", userID, title).Scan(&convID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO messages (tenant_id, conversation_id, role, content) VALUES ('acme', $1, 'system', $2)`,
+				convID, "Welcome to "+title); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO usage_records (tenant_id, user_id, conversation_id) VALUES ('acme', $1, $2)`,
+				userID, convID); err != nil {
+				return err
+			}
+			tx.OnCommit(func(context.Context) { fmt.Printf("on commit: conversation %d is in the database\n", convID) })
+			return nil
+		}, pgkit.WithTenant("acme"), pgkit.WithRetry(pgkit.RetryPolicy{}))
+		return convID, err
+	}
+	if _, err := create(userID, "Getting started"); err != nil {
+		return err
+	}
+	_, err := create(-1, "Broken")
+	fmt.Printf("with a user that does not exist: %v\n", err)
+	var conversations, messages, usage int
+	if err := db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages),
+		(SELECT COUNT(*) FROM usage_records)`).Scan(&conversations, &messages, &usage); err != nil {
+		return err
+	}
+	fmt.Printf("after both: %d conversation, %d message, %d usage record (the failed one left nothing)\n", conversations, messages, usage)
 	return nil
 }
 

@@ -93,15 +93,47 @@ func closeShared() error {
 // message naming the three ways to get a server.
 func AdminURL(t testing.TB) string {
 	t.Helper()
+	url, err := sharedAdminURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+func sharedAdminURL() (string, error) {
 	shared.pgOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		shared.pgURL, shared.pgCluster, shared.pgErr = defaultFinder().resolvePostgres(ctx)
 	})
-	if shared.pgErr != nil {
-		t.Fatal(shared.pgErr)
+	return shared.pgURL, shared.pgErr
+}
+
+// ForExample is NewDatabase for Example functions, which have no testing.TB:
+// a new database on the shared server and the function that drops it. It
+// panics when no server can be had, which fails the example.
+func ForExample() (url string, drop func()) {
+	admin, err := sharedAdminURL()
+	if err != nil {
+		panic(err)
 	}
-	return shared.pgURL
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tpl, err := sharedTemplate(ctx, admin)
+	if err != nil {
+		panic(err)
+	}
+	url, dropDB, err := CreateDatabase(ctx, admin, tpl)
+	if err != nil {
+		panic(err)
+	}
+	return url, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := dropDB(ctx); err != nil {
+			panic(err)
+		}
+	}
 }
 
 // resolvePostgres finds the shared server: the URL from the environment,
