@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -190,6 +191,8 @@ type DB struct {
 	cfg    Config // effective: defaults applied, URL without password
 	tracer *tracer
 	logger *slog.Logger
+
+	catalog sync.Map // table name -> *tableInfo, for the bulk helpers
 }
 
 // Querier is what every pgkit helper takes, so that it runs inside or outside
