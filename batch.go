@@ -470,4 +470,3 @@ func UpsertMany[T any](ctx context.Context, q Querier, table string, rows []T, c
 	})
 	return total, err
 }
-

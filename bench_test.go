@@ -39,8 +39,9 @@ func benchPools(b *testing.B, size int32, cfg pgkit.Config) (*pgxpool.Pool, *pgk
 // benchAB runs b.N operations of each side, a and b, from goroutines
 // goroutines, in alternating rounds (so that neither side always runs first
 // or on a warmer machine), and reports each side's ns/op and allocs/op and
-// the throughput ratio b/a: 1.0 means as fast, 0.97 means 3% slower.
-func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, opB func(context.Context) error) {
+// the throughput ratio b/a: 1.0 means as fast, 0.97 means 3% slower. It
+// returns each side's mean time per operation.
+func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
 	const rounds = 10
 	var elapsed [2]time.Duration
 	var allocs [2]uint64
@@ -63,6 +64,14 @@ func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Contex
 		b.ReportMetric(float64(allocs[s])/float64(ops[s]), name+"-allocs/op")
 	}
 	b.ReportMetric(elapsed[0].Seconds()/elapsed[1].Seconds(), nameB+"/"+nameA)
+	return elapsed[0] / time.Duration(ops[0]), elapsed[1] / time.Duration(ops[1])
+}
+
+// reportRows adds rows/s for both sides of a benchAB whose operations each
+// write rows rows.
+func reportRows(b *testing.B, rows int, nameA string, perOpA time.Duration, nameB string, perOpB time.Duration) {
+	b.ReportMetric(float64(rows)/perOpA.Seconds(), nameA+"-rows/s")
+	b.ReportMetric(float64(rows)/perOpB.Seconds(), nameB+"-rows/s")
 }
 
 // runParallel runs op n times from goroutines goroutines and returns the wall
