@@ -34,7 +34,10 @@ type WriterConfig[T any] struct {
 	// Name labels the writer's metrics ("writer" label) and logs. Default:
 	// Table.
 	Name string
-	// BatchSize is the most items written in one statement. Default 1000.
+	// BatchSize is the most items written in one statement. Default 5000:
+	// BenchmarkWriter (50 producers) reached 0.79 of a raw COPY's rate with
+	// batches of 1000 and 0.90 with 5000; each COPY costs pgx a round trip
+	// to describe the table.
 	BatchSize int
 	// FlushInterval is the longest an item waits in the queue before its
 	// batch is written, however small. Default 200ms.
@@ -116,7 +119,7 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 		cfg.Name = cfg.Table
 	}
 	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 1000
+		cfg.BatchSize = 5000
 	}
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = 200 * time.Millisecond
