@@ -90,13 +90,18 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step("5. Health")
+	step("5. Bulk writes: 10,000 messages with their ids, usage updated in one statement, a background writer")
+	if err := bulkTour(ctx, db); err != nil {
+		return err
+	}
+
+	step("6. Health")
 	printJSON(db.Health(ctx))
 
-	step("6. Pool statistics")
+	step("7. Pool statistics")
 	printJSON(db.PoolStats())
 
-	step("7. GET /metrics (pgkit's series, buckets left out)")
+	step("8. GET /metrics (pgkit's series, buckets left out)")
 	return printMetrics(ctx, registry)
 }
 
@@ -236,6 +241,88 @@ func conversationOperation(ctx context.Context, db *pgkit.DB) error {
 	}
 	fmt.Printf("after both: %d conversation, %d message, %d usage record (the failed one left nothing)\n", conversations, messages, usage)
 	return nil
+}
+
+// message is a row of messages; id and created_at are filled by the database.
+type message struct {
+	ID             int64     `db:"id"`
+	TenantID       string    `db:"tenant_id"`
+	ConversationID int64     `db:"conversation_id"`
+	Role           string    `db:"role"`
+	Content        string    `db:"content"`
+	ClientID       *string   `db:"client_id"`
+	CreatedAt      time.Time `db:"created_at,default"`
+}
+
+// usage is the part of usage_records the seed's batch_update_usage set.
+type usage struct {
+	ID         int64 `db:"id"`
+	TokensUsed int32 `db:"tokens_used"`
+}
+
+// bulkTour is the seed's batch_create_messages and batch_update_usage, and
+// its background message save done by a Writer that loses nothing.
+func bulkTour(ctx context.Context, db *pgkit.DB) error {
+	var convID int64
+	if err := db.QueryRow(ctx, `SELECT id FROM conversations ORDER BY id LIMIT 1`).Scan(&convID); err != nil {
+		return err
+	}
+	msgs := make([]message, 10_000)
+	for i := range msgs {
+		msgs[i] = message{TenantID: "acme", ConversationID: convID, Role: "user", Content: fmt.Sprintf("message %d", i)}
+	}
+	start := time.Now()
+	if err := pgkit.InsertReturning(ctx, db, "messages", msgs); err != nil {
+		return err
+	}
+	d := time.Since(start)
+	fmt.Printf("InsertReturning: %d messages in %s (%.0f rows/s), ids %d..%d\n",
+		len(msgs), d.Round(time.Millisecond), float64(len(msgs))/d.Seconds(), msgs[0].ID, msgs[len(msgs)-1].ID)
+
+	if _, err := db.Exec(ctx, `INSERT INTO usage_records (tenant_id, user_id)
+		SELECT 'acme', id FROM users WHERE tenant_id = 'acme'`); err != nil {
+		return err
+	}
+	rows, err := db.Query(ctx, `SELECT id FROM usage_records`)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	updates := make([]usage, len(ids))
+	for i, id := range ids {
+		updates[i] = usage{ID: id, TokensUsed: int32(100 + i%50)}
+	}
+	start = time.Now()
+	n, err := pgkit.UpdateMany(ctx, db, "usage_records", updates, []string{"id"})
+	if err != nil {
+		return err
+	}
+	d = time.Since(start)
+	fmt.Printf("UpdateMany: %d usage records in %s (%.0f rows/s)\n", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+
+	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[message]{Table: "messages", Name: "chat_messages", DedupeKey: "client_id"})
+	if err != nil {
+		return err
+	}
+	for i := range 500 {
+		id := fmt.Sprintf("ws-%d", i)
+		if err := w.Write(ctx, message{TenantID: "acme", ConversationID: convID, Role: "user", Content: "from a WebSocket", ClientID: &id}); err != nil {
+			return err
+		}
+	}
+	fmt.Println("Writer: 500 messages queued; Write returned at once")
+	if err := w.Flush(ctx); err != nil {
+		return err
+	}
+	var written int
+	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM messages WHERE client_id LIKE 'ws-%'`).Scan(&written); err != nil {
+		return err
+	}
+	fmt.Printf("Writer.Flush: %d of them are in the database\n", written)
+	return w.Close(ctx)
 }
 
 func printConfig(c pgkit.Config) {
