@@ -246,6 +246,24 @@ func (w *Writer[T]) Close(ctx context.Context) error {
 	return nil
 }
 
+// WriterStats is a snapshot of a Writer, for dashboards.
+type WriterStats struct {
+	Name     string `json:"name"`
+	Queued   int    `json:"queued"`   // items waiting, not yet in a batch
+	Capacity int    `json:"capacity"` // QueueSize
+	Accepted uint64 `json:"accepted"` // items Write accepted
+	Written  uint64 `json:"written"`  // items in the database
+	Failed   uint64 `json:"failed"`   // items handed to OnError
+}
+
+// Stats returns the writer's counts now.
+func (w *Writer[T]) Stats() WriterStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return WriterStats{Name: w.cfg.Name, Queued: len(w.queue), Capacity: w.cfg.QueueSize,
+		Accepted: w.accepted, Written: w.finished - w.failed, Failed: w.failed}
+}
+
 // depth is the number of items queued and not yet taken into a batch.
 func (w *Writer[T]) depth() float64 {
 	w.mu.Lock()

@@ -111,6 +111,7 @@ func TestWriterMetricsAndFlush(t *testing.T) {
 	require.NoError(t, w.Flush(context.Background()), "Flush writes the partial batch without waiting an hour")
 	rows, _ := messageStats(t, db)
 	require.Equal(t, 250, rows)
+	require.Equal(t, pgkit.WriterStats{Name: "chat", Queued: 0, Capacity: 1000, Accepted: 250, Written: 250}, w.Stats())
 
 	g := gather(t, reg)
 	labels := map[string]string{"pool": "w", "writer": "chat"}
