@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,11 +47,14 @@ func TestHealthUp(t *testing.T) {
 func TestHealthDownAndBackWithSameDB(t *testing.T) {
 	t.Parallel()
 	cluster := pgtest.StartCluster(t)
-	db := openTest(t, pgkit.Config{URL: cluster.URL(), MaxConns: 4, HealthTimeout: healthTimeout})
+	reg := prometheus.NewPedanticRegistry()
+	db := openTest(t, pgkit.Config{URL: cluster.URL(), MaxConns: 4, HealthTimeout: healthTimeout, Registerer: reg})
 	require.Equal(t, pgkit.StatusUp, checkHealth(t, db).Status)
+	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_database_up", nil))
 
 	require.NoError(t, cluster.Stop(context.Background()))
 	r := checkHealth(t, db)
+	require.Equal(t, 0.0, gather(t, reg).value(t, "pgkit_database_up", nil), "the scrape sees it too")
 	require.Equal(t, pgkit.StatusDown, r.Status)
 	require.NotEmpty(t, r.Reason)
 	require.NotContains(t, r.Reason, "127.0.0.1", "the reason must not reveal the URL")

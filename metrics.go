@@ -1,12 +1,12 @@
 package pgkit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -159,9 +159,10 @@ func (m *metrics) unregister() {
 }
 
 // poolCollector reads pgxpool's statistics at scrape time, like
-// client_golang's collectors.NewDBStatsCollector does for database/sql.
+// client_golang's collectors.NewDBStatsCollector does for database/sql, and
+// runs DB.Health for pgkit_database_up.
 type poolCollector struct {
-	pool atomic.Pointer[pgxpool.Pool] // set by Open once the pool exists
+	db atomic.Pointer[DB] // set by Open once the pool exists
 }
 
 var (
@@ -179,6 +180,8 @@ var (
 	descNewConns     = poolDesc("new_connections_total", "Connections opened.")
 	descClosed       = prometheus.NewDesc("pgkit_pool_closed_connections_total",
 		"Connections closed by the pool, by reason (lifetime: MaxConnLifetime; idle: MaxConnIdleTime).", []string{"reason"}, nil)
+	descUp = prometheus.NewDesc("pgkit_database_up",
+		"1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded; 0 when down. The check takes a connection like any caller.", nil, nil)
 )
 
 func poolDesc(name, help string) *prometheus.Desc {
@@ -188,18 +191,18 @@ func poolDesc(name, help string) *prometheus.Desc {
 // Describe implements prometheus.Collector.
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing,
-		descUtilization, descAcquires, descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed} {
+		descUtilization, descAcquires, descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed, descUp} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	pool := c.pool.Load()
-	if pool == nil { // registered during Open, before the pool exists
+	db := c.db.Load()
+	if db == nil { // registered during Open, before the pool exists
 		return
 	}
-	s := pool.Stat()
+	s := db.pool.Stat()
 	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
@@ -218,6 +221,11 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descNewConns, float64(s.NewConnsCount()))
 	counter(descClosed, float64(s.MaxLifetimeDestroyCount()), "lifetime")
 	counter(descClosed, float64(s.MaxIdleDestroyCount()), "idle")
+	up := 1.0
+	if db.Health(context.Background()).Status == StatusDown {
+		up = 0
+	}
+	gauge(descUp, up)
 }
 
 // op is what pgx traced: the "op" label.

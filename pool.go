@@ -246,7 +246,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
 	}
 	if db.tracer.m != nil {
-		db.tracer.m.pool.pool.Store(db.pool)
+		db.tracer.m.pool.db.Store(db)
 	}
 	if !cfg.LazyConnect {
 		if err := db.checkServer(ctx); err != nil {

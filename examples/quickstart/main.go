@@ -95,13 +95,18 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step("6. Health")
+	step("6. Cache-aside: per-tenant dashboard stats, a miss, a hit, invalidation on commit")
+	if err := cacheTour(ctx, db); err != nil {
+		return err
+	}
+
+	step("7. Health")
 	printJSON(db.Health(ctx))
 
-	step("7. Pool statistics")
+	step("8. Pool statistics")
 	printJSON(db.PoolStats())
 
-	step("8. GET /metrics (pgkit's series, buckets left out)")
+	step("9. GET /metrics (pgkit's series, buckets left out)")
 	return printMetrics(ctx, registry)
 }
 

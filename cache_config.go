@@ -1,0 +1,151 @@
+package pgkit
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults NewCache applies to CacheConfig fields left at zero.
+const (
+	DefaultCacheTTL              = 5 * time.Minute
+	DefaultCacheStoreTimeout     = 50 * time.Millisecond
+	DefaultCacheStoreBackoff     = time.Second
+	DefaultCacheLoadTimeout      = 30 * time.Second
+	DefaultCacheLocalMaxEntries  = 10_000
+	DefaultCacheErrorLogInterval = time.Minute
+)
+
+// CacheConfig configures NewCache. Every field's zero value means its
+// default; durations that can be switched off take Disabled.
+type CacheConfig struct {
+	// Name names the cache: the "cache" label of its metrics, the key
+	// space it uses in its Store (every store key is Name, ':', then the
+	// cache key, with ':' and '\' in Name escaped), and its log lines.
+	// Required. Two caches with different Names can share one Store and one
+	// Registerer; two with the same Name on one Registerer are refused.
+	Name string
+	// TTL is how long a loaded value stays in the store. Default 5m.
+	TTL time.Duration
+	// TTLJitter adds a random extra lifetime in [0, TTLJitter] to each entry,
+	// so that entries loaded together do not all expire (and reload)
+	// together. Default TTL/10; Disabled: none.
+	TTLJitter time.Duration
+	// Codec encodes values for the store. Default JSONCodec.
+	Codec Codec
+	// StoreTimeout bounds each call to the store (a Get, a Set, a Delete).
+	// A store that errors or does not answer in time is treated as a miss:
+	// GetOrLoad loads from the database and returns the value, and the
+	// failure is counted and logged (at most once per ErrorLogInterval),
+	// never returned. Default 50ms; Disabled leaves only the caller's
+	// deadline. A *MemoryStore never blocks and gets no timeout.
+	StoreTimeout time.Duration
+	// StoreBackoff: after a store call fails, GetOrLoad leaves the store
+	// alone for this long and loads directly (each such call counts as an
+	// error), so that an outage costs a request nothing rather than up to
+	// StoreTimeout; then the next call tries the store again. Deletes always
+	// try the store. Default 1s; Disabled tries the store on every call.
+	StoreBackoff time.Duration
+	// LoadTimeout bounds a load. A load runs detached from the cancellation
+	// of the caller that started it, so that the callers waiting for the
+	// same key are not failed when that one gives up; each caller still
+	// stops waiting when its own context ends. Default 30s; Disabled: no
+	// bound but the load's own.
+	LoadTimeout time.Duration
+	// LocalTTL, when positive, puts a small in-memory tier in front of the
+	// store: values found in (or written to) the store are kept in this
+	// process for LocalTTL, and read from there without a round trip.
+	// Delete and InvalidateOnCommit clear this process's tier; other
+	// processes' tiers keep a deleted value for up to LocalTTL, so keep it
+	// short (a second or a few). Default 0: no local tier.
+	LocalTTL time.Duration
+	// LocalMaxEntries bounds the local tier. Default 10,000.
+	LocalMaxEntries int
+	// NotFound, with NegativeTTL, caches "not found": when load returns an
+	// error that matches NotFound (errors.Is), a marker is stored for
+	// NegativeTTL, and until it expires GetOrLoad returns NotFound without
+	// loading. Any other load error is returned and never cached. Default:
+	// nil (nothing is cached for an error).
+	NotFound error
+	// NegativeTTL is how long a "not found" marker stays. Required with
+	// NotFound, and only with it.
+	NegativeTTL time.Duration
+	// Registerer receives the cache's metrics (pgkit_cache_*), with a const
+	// label cache=<Name>. Default nil: no metrics.
+	Registerer prometheus.Registerer
+	// Logger receives store failures at Warn, at most once per
+	// ErrorLogInterval, with the number of failures since the last line.
+	// Keys and values are never logged. Default nil: no logs.
+	Logger *slog.Logger
+	// ErrorLogInterval is the least time between two log lines about store
+	// failures. Default 1m.
+	ErrorLogInterval time.Duration
+}
+
+func (cfg *CacheConfig) setDefaults() error {
+	if cfg.Name == "" {
+		return cacheConfigError("Name", "required: it labels the metrics and separates this cache's keys from other caches' in a shared store")
+	}
+	durations := []struct {
+		field  string
+		v      *time.Duration
+		def    time.Duration
+		canOff bool
+	}{
+		{"TTL", &cfg.TTL, DefaultCacheTTL, false},
+		{"TTLJitter", &cfg.TTLJitter, -1, true}, // default TTL/10, set below
+		{"StoreTimeout", &cfg.StoreTimeout, DefaultCacheStoreTimeout, true},
+		{"StoreBackoff", &cfg.StoreBackoff, DefaultCacheStoreBackoff, true},
+		{"LoadTimeout", &cfg.LoadTimeout, DefaultCacheLoadTimeout, true},
+		{"LocalTTL", &cfg.LocalTTL, 0, false},
+		{"NegativeTTL", &cfg.NegativeTTL, 0, false},
+		{"ErrorLogInterval", &cfg.ErrorLogInterval, DefaultCacheErrorLogInterval, false},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.v == Disabled && d.canOff:
+			*d.v = 0
+		case *d.v < 0:
+			reason := fmt.Sprintf("%s is negative", *d.v)
+			if d.canOff {
+				reason += "; use pgkit.Disabled to turn it off"
+			}
+			return cacheConfigError(d.field, reason)
+		case *d.v == 0 && d.def == -1:
+			*d.v = cfg.TTL / 10
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if cfg.LocalMaxEntries < 0 {
+		return cacheConfigError("LocalMaxEntries", fmt.Sprintf("%d is negative", cfg.LocalMaxEntries))
+	}
+	if cfg.LocalMaxEntries == 0 {
+		cfg.LocalMaxEntries = DefaultCacheLocalMaxEntries
+	}
+	if (cfg.NotFound == nil) != (cfg.NegativeTTL == 0) {
+		if cfg.NotFound == nil {
+			return cacheConfigError("NegativeTTL", "set without NotFound: name the error that means \"not found\"")
+		}
+		return cacheConfigError("NotFound", "set without NegativeTTL: say how long \"not found\" is cached")
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = JSONCodec{}
+	}
+	return nil
+}
+
+// cacheConfigError is a *ConfigError for a CacheConfig field, whose message
+// names CacheConfig rather than Config.
+func cacheConfigError(field, reason string) error {
+	return &cacheConfigErr{&ConfigError{Field: field, Reason: reason}}
+}
+
+type cacheConfigErr struct{ cfg *ConfigError }
+
+func (e *cacheConfigErr) Error() string {
+	return "pgkit: invalid CacheConfig." + e.cfg.Field + ": " + e.cfg.Reason
+}
+func (e *cacheConfigErr) Unwrap() error { return e.cfg }

@@ -1,0 +1,124 @@
+package pgkit_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCacheRedisDown stops the test's own redis-server mid-run, then makes
+// it stop answering: GetOrLoad keeps returning the right values from
+// PostgreSQL, each within StoreTimeout plus the load, the failures are
+// counted (and logged once), and hits resume once Redis is back (and
+// StoreBackoff has passed).
+func TestCacheRedisDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{})
+	seedDashboard(t, db, "acme", 30, 6, 4)
+	want, err := queryDashboard(ctx, db, "acme")
+	require.NoError(t, err)
+
+	server := pgtest.StartRedis(t)
+	store, admin := newRedisStoreAt(t, server.URL())
+	reg := prometheus.NewPedanticRegistry()
+	rec := &logRecorder{}
+	const storeTimeout = 50 * time.Millisecond
+	cache := newCache[dashboardStats](t, store, pgkit.CacheConfig{
+		Name: "dashboard", StoreTimeout: storeTimeout, Registerer: reg, Logger: slog.New(rec),
+	})
+	acme := cache.Tenant("acme")
+	var loads atomic.Int64
+	var lastLoad atomic.Int64 // how long the last load took, in ns
+	get := func() (dashboardStats, time.Duration, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		s, err := acme.GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
+			loads.Add(1)
+			loadStart := time.Now()
+			defer func() { lastLoad.Store(int64(time.Since(loadStart))) }()
+			return queryDashboard(ctx, db, "acme")
+		})
+		require.NoError(t, err, "a store failure never reaches the caller")
+		return s, time.Since(start), time.Duration(lastLoad.Load())
+	}
+	// The bound is StoreTimeout plus the load; slack covers scheduling on
+	// a busy machine under -race. Without StoreTimeout, go-redis would wait
+	// its ReadTimeout (3s) for a server that does not answer.
+	const slack = 250 * time.Millisecond
+	requireBounded := func(took, load time.Duration) {
+		t.Helper()
+		require.Less(t, took, storeTimeout+load+slack, "load took %s", load)
+	}
+
+	// Warm: a miss, then hits (polled: the machine may be busy enough
+	// under -race for a 50ms SET to time out once).
+	require.Eventually(t, func() bool {
+		got, _, _ := get()
+		require.Equal(t, want, got)
+		return cache.Stats().Hits > 0
+	}, 30*time.Second, 10*time.Millisecond)
+
+	// Down: the server is gone, connections are refused.
+	require.NoError(t, server.Stop())
+	before := cache.Stats()
+	loadsBefore := loads.Load()
+	for i := range 10 {
+		got, took, load := get()
+		require.Equal(t, want, got, "call %d", i)
+		requireBounded(took, load)
+	}
+	require.Equal(t, loadsBefore+10, loads.Load(), "every call loaded from PostgreSQL")
+	s := cache.Stats()
+	require.Equal(t, before.Errors+10, s.Errors)
+	// After a failure the store is left alone for StoreBackoff (1s), so
+	// most calls do not try it (the loop takes well under a second: one).
+	require.Greater(t, s.StoreErrors, before.StoreErrors)
+	require.Less(t, s.StoreErrors, before.StoreErrors+10)
+	g := gather(t, reg)
+	require.Equal(t, float64(s.Errors), g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "dashboard", "result": "error"}))
+	require.Equal(t, float64(s.StoreErrors), g.value(t, "pgkit_cache_store_errors_total", map[string]string{"cache": "dashboard"}))
+
+	// Back: the server keeps no data, so one miss, then hits.
+	require.NoError(t, server.Start())
+	hitsBefore := cache.Stats().Hits
+	require.Eventually(t, func() bool {
+		got, _, _ := get()
+		require.Equal(t, want, got)
+		return cache.Stats().Hits > hitsBefore
+	}, 30*time.Second, 10*time.Millisecond, "hits never resumed after Redis came back")
+
+	// Not answering: the server is up but paused for every client; the
+	// cached value cannot be read, so GetOrLoad loads within StoreTimeout.
+	require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 3000, "ALL").Err())
+	errorsBefore := cache.Stats().Errors
+	for range 3 {
+		got, took, load := get()
+		require.Equal(t, want, got)
+		requireBounded(took, load)
+	}
+	require.Equal(t, errorsBefore+3, cache.Stats().Errors)
+	hitsBefore = cache.Stats().Hits
+	require.Eventually(t, func() bool {
+		got, _, _ := get()
+		require.Equal(t, want, got)
+		return cache.Stats().Hits > hitsBefore
+	}, 30*time.Second, 20*time.Millisecond, "hits never resumed after the pause")
+
+	// Many failures, one log line: at most one per ErrorLogInterval (1m).
+	n := 0
+	for _, line := range strings.Split(rec.text(), "\n") {
+		if strings.Contains(line, "pgkit: cache store error") && strings.Contains(line, "cache=dashboard op=") {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, rec.text())
+}
