@@ -20,9 +20,18 @@ demo: deps ## Run the quickstart tour against a throwaway server (or PGKIT_DATAB
 	$(GO) run ./examples/quickstart
 
 .PHONY: test
-test: deps ## go vet, then every test with the race detector against real PostgreSQL and Redis.
+test: deps rules ## go vet, the alert rules, then every test with the race detector against real PostgreSQL and Redis.
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
+
+.PHONY: rules
+rules: ## promtool check and unit-test examples/monitoring/alerts.yml.
+	cd examples/monitoring && promtool check rules alerts.yml && promtool test rules alerts_test.yml
+
+.PHONY: generate
+generate: ## Regenerate examples/monitoring/alerts_test.yml and grafana-dashboard.json.
+	python3 scripts/gen_alert_tests.py
+	python3 scripts/gen_dashboard.py
 
 .PHONY: bench
 bench: deps ## Benchmarks: pgkit and raw pgx side by side, with the ratio.
