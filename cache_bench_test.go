@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,7 +162,7 @@ func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Co
 	for r := range rounds {
 		for i := range 2 {
 			s := (r + i) % 2
-			d, a := runOps(b, goroutines, perRound[s], sides[s])
+			d, a := runParallel(b, goroutines, perRound[s], sides[s])
 			elapsed[s] += d
 			allocs[s] += a
 			ops[s] += int64(perRound[s])
@@ -182,31 +179,3 @@ func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Co
 	b.ReportMetric(perOp[0]/perOp[1], nameB+"-speedup")
 }
 
-// runOps runs op n times from goroutines goroutines and returns the wall
-// time and the heap allocations made meanwhile.
-func runOps(b *testing.B, goroutines, n int, op func(context.Context) error) (time.Duration, uint64) {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	ctx := context.Background()
-	start := time.Now()
-	for range goroutines {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				if err := op(ctx); err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	d := time.Since(start)
-	runtime.ReadMemStats(&after)
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	return d, after.Mallocs - before.Mallocs
-}

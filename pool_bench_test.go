@@ -32,11 +32,7 @@ const (
 func BenchmarkPoolSize(b *testing.B) {
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(b, pgtest.WithSetting("max_connections", "400"))
-	tpl, err := pgtest.CreateTemplate(ctx, cluster.URL())
-	require.NoError(b, err)
-	url, drop, err := pgtest.CreateDatabase(ctx, cluster.URL(), tpl)
-	require.NoError(b, err)
-	b.Cleanup(func() { _ = drop(context.Background()) })
+	url := cluster.NewDatabase(b)
 	seedUsersTable(b, url)
 
 	for _, size := range []int32{4, 8, 16, 32, 50, 150} {

@@ -235,10 +235,7 @@ func TestWriterSurvivesServerRestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)
-	tpl, err := pgtest.CreateTemplate(ctx, cluster.URL())
-	require.NoError(t, err)
-	url, _, err := pgtest.CreateDatabase(ctx, cluster.URL(), tpl)
-	require.NoError(t, err)
+	url := cluster.NewDatabase(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 4, ConnectTimeout: time.Second, AcquireTimeout: time.Second})
 	convID := seedConversation(t, db)
 	var failed failures
@@ -271,10 +268,7 @@ func TestWriterServerGoneForGood(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)
-	tpl, err := pgtest.CreateTemplate(ctx, cluster.URL())
-	require.NoError(t, err)
-	url, _, err := pgtest.CreateDatabase(ctx, cluster.URL(), tpl)
-	require.NoError(t, err)
+	url := cluster.NewDatabase(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, ConnectTimeout: 500 * time.Millisecond, AcquireTimeout: 500 * time.Millisecond})
 	convID := seedConversation(t, db)
 	var failed failures

@@ -195,6 +195,29 @@ func sharedTemplate(ctx context.Context, adminURL string) (string, error) {
 	return name, nil
 }
 
+// NewDatabase is the package-level NewDatabase on this cluster: a database
+// cloned from a template with testdata/schema.sql, dropped in t.Cleanup
+// (while the cluster still runs).
+func (c *Cluster) NewDatabase(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tpl, err := CreateTemplate(ctx, c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, drop, err := CreateDatabase(ctx, c.URL(), tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = drop(ctx) // the test may have stopped the cluster for good
+	})
+	return dbURL
+}
+
 // StartCluster starts a PostgreSQL server of the test's own (see Start:
 // local binaries, else Docker, else the test fails naming the three ways)
 // and closes it in t.Cleanup. Use it for tests that stop, restart or
