@@ -178,4 +178,3 @@ func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Co
 	}
 	b.ReportMetric(perOp[0]/perOp[1], nameB+"-speedup")
 }
-
