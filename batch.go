@@ -14,7 +14,7 @@ import (
 // DefaultChunkSize is how many rows InsertReturning, UpdateMany and
 // UpsertMany send per statement unless ChunkSize says otherwise. README's
 // chunk-size table (BenchmarkChunkSize) is where it comes from.
-const DefaultChunkSize = 5000
+const DefaultChunkSize = 10_000
 
 // BulkOption configures a bulk helper.
 type BulkOption func(*bulkOptions)
