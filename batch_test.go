@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/stretchr/testify/require"
@@ -369,4 +370,29 @@ func TestBulkHundredThousandRows(t *testing.T) {
 	require.NoError(t, db.QueryRow(ctx, `SELECT COUNT(*), COUNT(*) FILTER (WHERE content LIKE 'MESSAGE %') FROM messages`).Scan(&count, &upper))
 	require.Equal(t, 2*n, count)
 	require.Equal(t, n, upper)
+}
+
+func TestBulkArrayColumnsGoThroughCopyOnly(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{})
+	ctx := context.Background()
+	_, err := db.Exec(ctx, `CREATE TABLE tagged (id bigint GENERATED ALWAYS AS IDENTITY, tags text[] NOT NULL)`)
+	require.NoError(t, err)
+	type tagged struct {
+		ID   int64    `db:"id"`
+		Tags []string `db:"tags"`
+	}
+	rows := []tagged{{Tags: []string{"a", "b"}}, {Tags: []string{}}}
+	err = pgkit.InsertReturning(ctx, db, "tagged", rows)
+	require.ErrorContains(t, err, "column tags of \"tagged\" is an array (text[])")
+	require.ErrorContains(t, err, "write it with CopyInsert")
+	n, err := pgkit.CopyInsert(ctx, db, "tagged", rows)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n)
+	var got [][]string
+	r, err := db.Query(ctx, `SELECT tags FROM tagged ORDER BY id`)
+	require.NoError(t, err)
+	got, err = pgx.CollectRows(r, pgx.RowTo[[]string])
+	require.NoError(t, err)
+	require.Equal(t, [][]string{{"a", "b"}, {}}, got)
 }
