@@ -1,0 +1,454 @@
+package pgkit
+
+import (
+	"embed"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+//go:embed dashboard/index.html dashboard/dashboard.js dashboard/dashboard.css
+var dashboardFiles embed.FS
+
+// DefaultDashboardRefresh is how often the dashboard page polls its data.
+const DefaultDashboardRefresh = 2 * time.Second
+
+// dashboardCSP lets the page load only its own script, style and data: no
+// inline script or style, no third party, no framing.
+const dashboardCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// DashboardOption configures DashboardHandler.
+type DashboardOption func(*dashboardConfig)
+
+type dashboardConfig struct {
+	refresh time.Duration
+	sources []dashboardSource
+}
+
+type dashboardSource struct {
+	name  string
+	stats func() map[string]float64
+}
+
+// WithDashboardRefresh sets how often the page polls: default
+// DefaultDashboardRefresh (2s); values under 100ms are raised to 100ms.
+func WithDashboardRefresh(d time.Duration) DashboardOption {
+	return func(c *dashboardConfig) {
+		if d > 0 {
+			c.refresh = max(d, 100*time.Millisecond)
+		}
+	}
+}
+
+// WithDashboardSource adds a panel named name to the dashboard, filled on
+// each poll with the numbers stats returns (stats is called from HTTP
+// handlers, so it must be safe for concurrent use; NaN and infinite values
+// are left out). Every key is listed with its value, and three are drawn as
+// charts:
+//
+//   - "queued", with "capacity" when present: a queue's depth (a Writer's
+//     backlog);
+//   - "hits" and "misses" (and "errors" when present): the hit ratio between
+//     two polls, hits / (hits + misses + errors);
+//   - "hit_ratio" (0 to 1), when "hits" and "misses" are absent.
+//
+// Keys whose name holds "ratio" are shown as percentages. WithDashboardCache
+// and WithDashboardWriter are sources of this kind; anything else with
+// counters can be one:
+//
+//	pgkit.WithDashboardSource("outbox", func() map[string]float64 {
+//		return map[string]float64{"queued": float64(outbox.Len()), "capacity": outboxSize}
+//	})
+func WithDashboardSource(name string, stats func() map[string]float64) DashboardOption {
+	return func(c *dashboardConfig) {
+		if stats != nil {
+			c.sources = append(c.sources, dashboardSource{name, stats})
+		}
+	}
+}
+
+// WithDashboardCache shows a Cache (any *Cache[T]) as a source named name,
+// with the keys hits, misses, errors, hit_ratio, local_hits, loads,
+// load_errors and store_errors, and a chart of the hit ratio between polls.
+func WithDashboardCache(name string, c interface{ Stats() CacheStats }) DashboardOption {
+	return func(cfg *dashboardConfig) {
+		if c == nil {
+			return
+		}
+		cfg.sources = append(cfg.sources, dashboardSource{name, func() map[string]float64 {
+			s := c.Stats()
+			return map[string]float64{"hits": float64(s.Hits), "misses": float64(s.Misses), "errors": float64(s.Errors),
+				"hit_ratio": s.HitRatio, "local_hits": float64(s.LocalHits), "loads": float64(s.Loads),
+				"load_errors": float64(s.LoadErrors), "store_errors": float64(s.StoreErrors)}
+		}})
+	}
+}
+
+// WithDashboardWriter shows a background Writer (any *Writer[T]) as a source
+// named after WriterStats.Name, with the keys queued, capacity, accepted,
+// written and failed.
+func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
+	return func(c *dashboardConfig) {
+		if w == nil {
+			return
+		}
+		name := w.Stats().Name
+		c.sources = append(c.sources, dashboardSource{name, func() map[string]float64 {
+			s := w.Stats()
+			return map[string]float64{"queued": float64(s.Queued), "capacity": float64(s.Capacity),
+				"accepted": float64(s.Accepted), "written": float64(s.Written), "failed": float64(s.Failed)}
+		}})
+	}
+}
+
+// DashboardHandler serves a live page for operators, like net/http/pprof for
+// the database layer: pool connections by state against MaxConns,
+// utilization, acquire wait, query rate and p50/p99 latency, the recent slow
+// queries, and the sources given as options (caches, writers). The page is
+// self-contained (no CDN) and polls its data every 2s
+// (WithDashboardRefresh). Reading the data touches the pool's counters only,
+// never the database. Caches and writers are shown when given as options:
+//
+//	h := pgkit.DashboardHandler(db, pgkit.BearerToken(token),
+//		pgkit.WithDashboardCache("dashboard_stats", statsCache), // a *Cache[T]
+//		pgkit.WithDashboardWriter(usageWriter))                  // a *Writer[T]
+//
+// Callers for whom authorize returns false, and every caller when authorize
+// is nil, get 401 with a JSON error, as from StatsHandler; the check applies
+// to every path, page and data. The page is sent with a strict
+// Content-Security-Policy (its own script, style and data only), nosniff
+// and no-store.
+//
+// Mount it on a path that ends in "/", with or without StripPrefix; the page
+// uses relative URLs, so any prefix works (a request for the prefix without
+// its "/" is redirected to it):
+//
+//	mux.Handle("/debug/pgkit/", http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(db, pgkit.BearerToken(token))))
+//
+// Paths, relative to the mount point: "" (the page), "dashboard.js",
+// "dashboard.css", and "data", a JSON object other tools may read too; its
+// fields (version 1) are stable:
+//
+//	version                       1
+//	time                          when the data was read (RFC 3339, UTC)
+//	pool                          Config.Name
+//	refresh_seconds               the page's polling interval
+//	metrics                       false when the DB has no Config.Registerer: then queries is null and the
+//	                              window's query fields are null; pool stats and slow queries are still there
+//	pool_stats                    PoolStats, as in StatsHandler's pool_stats
+//	queries                       totals since Open from pgkit_query_duration_seconds, every name and op but
+//	                              prepare: count, errors, canceled, sum_seconds, and buckets, a list of
+//	                              {le, count} with cumulative counts for each finite upper bound (the +Inf
+//	                              bucket is count)
+//	window                        the change since the data was last read, by any client, at least half a
+//	                              refresh earlier (null on the first read): seconds, queries_per_second,
+//	                              errors_per_second, p50_seconds and p99_seconds (estimated from the
+//	                              buckets like PromQL's histogram_quantile; null without queries),
+//	                              acquires_per_second, empty_acquires_per_second, acquire_wait_avg_seconds
+//	                              (null without acquires)
+//	slow_query_threshold_seconds  Config.SlowQueryThreshold
+//	slow_queries                  DB.SlowQueries, newest first, as SlowQuery's JSON (time, name, op,
+//	                              duration_ns, sql, rows, sqlstate); the SQL is text, never markup
+//	sources                       a list of {name, values}: each WithDashboardSource, WithDashboardCache or
+//	                              WithDashboardWriter, in the order given; values is an object of numbers
+func DashboardHandler(db *DB, authorize func(*http.Request) bool, opts ...DashboardOption) http.Handler {
+	cfg := dashboardConfig{refresh: DefaultDashboardRefresh}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return &dashboard{db: db, authorize: authorize, cfg: cfg}
+}
+
+type dashboard struct {
+	db        *DB
+	authorize func(*http.Request) bool
+	cfg       dashboardConfig
+
+	mu      sync.Mutex
+	samples []dashSample // oldest first, for the window
+}
+
+func (d *dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", dashboardCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	if d.authorize == nil || !d.authorize(r) {
+		h.Set("WWW-Authenticate", `Bearer realm="pgkit"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.Set("Allow", "GET, HEAD")
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+		return
+	}
+	// The last path segment picks the resource, so the handler works with
+	// or without StripPrefix.
+	switch r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:] {
+	case "":
+		// Asked for the prefix itself without its final "/" (StripPrefix on
+		// an exact path): the page's relative URLs need it.
+		if uri, _, _ := strings.Cut(r.RequestURI, "?"); r.URL.Path == "" && uri != "" && !strings.HasSuffix(uri, "/") {
+			h.Set("Location", uri[strings.LastIndexByte(uri, '/')+1:]+"/")
+			w.WriteHeader(http.StatusFound)
+			return
+		}
+		d.file(w, "index.html", "text/html; charset=utf-8")
+	case "dashboard.js":
+		d.file(w, "dashboard.js", "text/javascript; charset=utf-8")
+	case "dashboard.css":
+		d.file(w, "dashboard.css", "text/css; charset=utf-8")
+	case "data":
+		writeJSON(w, http.StatusOK, d.data(time.Now()))
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
+	}
+}
+
+func (d *dashboard) file(w http.ResponseWriter, name, contentType string) {
+	b, err := dashboardFiles.ReadFile("dashboard/" + name)
+	if err != nil { // cannot happen: the files are embedded
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "missing asset"})
+		return
+	}
+	w.Header().Set("Content-Type", contentType)
+	_, _ = w.Write(b)
+}
+
+// dashData is the JSON of the data endpoint; see DashboardHandler.
+type dashData struct {
+	Version        int              `json:"version"`
+	Time           string           `json:"time"`
+	Pool           string           `json:"pool"`
+	RefreshSeconds float64          `json:"refresh_seconds"`
+	Metrics        bool             `json:"metrics"`
+	PoolStats      PoolStats        `json:"pool_stats"`
+	Queries        *dashQueries     `json:"queries"`
+	Window         *dashWindow      `json:"window"`
+	SlowThreshold  float64          `json:"slow_query_threshold_seconds"`
+	SlowQueries    []SlowQuery      `json:"slow_queries"`
+	Sources        []dashSourceData `json:"sources"`
+}
+
+type dashQueries struct {
+	Count      uint64       `json:"count"`
+	Errors     uint64       `json:"errors"`
+	Canceled   uint64       `json:"canceled"`
+	SumSeconds float64      `json:"sum_seconds"`
+	Buckets    []dashBucket `json:"buckets"`
+}
+
+type dashBucket struct {
+	LE    float64 `json:"le"`
+	Count uint64  `json:"count"`
+}
+
+type dashWindow struct {
+	Seconds               float64  `json:"seconds"`
+	QueriesPerSecond      *float64 `json:"queries_per_second"`
+	ErrorsPerSecond       *float64 `json:"errors_per_second"`
+	P50Seconds            *float64 `json:"p50_seconds"`
+	P99Seconds            *float64 `json:"p99_seconds"`
+	AcquiresPerSecond     float64  `json:"acquires_per_second"`
+	EmptyAcquiresPerSec   float64  `json:"empty_acquires_per_second"`
+	AcquireWaitAvgSeconds *float64 `json:"acquire_wait_avg_seconds"`
+}
+
+type dashSourceData struct {
+	Name   string             `json:"name"`
+	Values map[string]float64 `json:"values"`
+}
+
+// dashSample is what a read of the data saw, kept to compute the next
+// reads' window.
+type dashSample struct {
+	at      time.Time
+	pool    PoolStats
+	queries *dashQueries // nil without metrics
+}
+
+// maxDashSamples bounds the samples kept when many clients poll at once.
+const maxDashSamples = 64
+
+func (d *dashboard) data(now time.Time) dashData {
+	cur := dashSample{at: now, pool: d.db.PoolStats()}
+	if m := d.db.tracer.m; m != nil {
+		cur.queries = collectQueries(m.queryDuration)
+	}
+	out := dashData{
+		Version:        1,
+		Time:           now.UTC().Format(time.RFC3339Nano),
+		Pool:           d.db.cfg.Name,
+		RefreshSeconds: d.cfg.refresh.Seconds(),
+		Metrics:        cur.queries != nil,
+		PoolStats:      cur.pool,
+		Queries:        cur.queries,
+		SlowThreshold:  d.db.cfg.SlowQueryThreshold.Seconds(),
+		SlowQueries:    d.db.SlowQueries(),
+		Sources:        make([]dashSourceData, 0, len(d.cfg.sources)),
+	}
+	if base, ok := d.remember(cur); ok {
+		out.Window = window(base, cur)
+	}
+	for _, s := range d.cfg.sources {
+		values := map[string]float64{}
+		for k, v := range s.stats() {
+			if !math.IsNaN(v) && !math.IsInf(v, 0) {
+				values[k] = v
+			}
+		}
+		out.Sources = append(out.Sources, dashSourceData{s.name, values})
+	}
+	return out
+}
+
+// remember keeps cur and returns the newest earlier sample at least half a
+// refresh old, if any.
+func (d *dashboard) remember(cur dashSample) (dashSample, bool) {
+	minAge := d.cfg.refresh / 2
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var base dashSample
+	found := false
+	for i := len(d.samples) - 1; i >= 0; i-- {
+		if cur.at.Sub(d.samples[i].at) >= minAge {
+			base, found = d.samples[i], true
+			break
+		}
+	}
+	d.samples = append(d.samples, cur)
+	// Drop the samples that an older-enough newer one makes useless.
+	for len(d.samples) > 1 && cur.at.Sub(d.samples[1].at) >= minAge {
+		d.samples = d.samples[1:]
+	}
+	if len(d.samples) > maxDashSamples {
+		d.samples = d.samples[len(d.samples)-maxDashSamples:]
+	}
+	return base, found
+}
+
+func window(base, cur dashSample) *dashWindow {
+	secs := cur.at.Sub(base.at).Seconds()
+	if secs <= 0 {
+		return nil
+	}
+	w := &dashWindow{Seconds: secs}
+	acquires := float64(sub(uint64(cur.pool.AcquireCount), uint64(base.pool.AcquireCount)))
+	w.AcquiresPerSecond = acquires / secs
+	w.EmptyAcquiresPerSec = float64(sub(uint64(cur.pool.EmptyAcquireCount), uint64(base.pool.EmptyAcquireCount))) / secs
+	if acquires > 0 {
+		wait := max(cur.pool.AcquireWait-base.pool.AcquireWait, 0).Seconds()
+		w.AcquireWaitAvgSeconds = ptr(wait / acquires)
+	}
+	if cur.queries == nil || base.queries == nil {
+		return w
+	}
+	c, b := cur.queries, base.queries
+	count := sub(c.Count, b.Count)
+	w.QueriesPerSecond = ptr(float64(count) / secs)
+	w.ErrorsPerSecond = ptr(float64(sub(c.Errors, b.Errors)) / secs)
+	if count > 0 && len(c.Buckets) == len(b.Buckets) {
+		delta := make([]dashBucket, len(c.Buckets))
+		for i := range delta {
+			delta[i] = dashBucket{c.Buckets[i].LE, sub(c.Buckets[i].Count, b.Buckets[i].Count)}
+		}
+		w.P50Seconds = ptr(histogramQuantile(0.5, delta, count))
+		w.P99Seconds = ptr(histogramQuantile(0.99, delta, count))
+	}
+	return w
+}
+
+// sub is a counter's increase, zero if it went back (a reset).
+func sub(cur, base uint64) uint64 {
+	if cur < base {
+		return 0
+	}
+	return cur - base
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// collectQueries sums pgkit_query_duration_seconds over every name, op
+// (but prepare: it is part of a query, not one) and outcome.
+func collectQueries(vec *prometheus.HistogramVec) *dashQueries {
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		vec.Collect(ch)
+		close(ch)
+	}()
+	q := &dashQueries{Buckets: make([]dashBucket, len(latencyBuckets))}
+	for i, le := range latencyBuckets {
+		q.Buckets[i].LE = le
+	}
+	for metric := range ch {
+		var pb dto.Metric
+		if metric.Write(&pb) != nil || pb.Histogram == nil {
+			continue
+		}
+		var op, outcome string
+		for _, l := range pb.GetLabel() {
+			switch l.GetName() {
+			case "op":
+				op = l.GetValue()
+			case "outcome":
+				outcome = l.GetValue()
+			}
+		}
+		if op == opNames[opPrepare] {
+			continue
+		}
+		h := pb.Histogram
+		n := h.GetSampleCount()
+		q.Count += n
+		q.SumSeconds += h.GetSampleSum()
+		switch outcome {
+		case outcomeNames[outcomeError]:
+			q.Errors += n
+		case outcomeNames[outcomeCanceled]:
+			q.Canceled += n
+		}
+		for i, b := range h.GetBucket() {
+			if i < len(q.Buckets) && b.GetUpperBound() == q.Buckets[i].LE {
+				q.Buckets[i].Count += b.GetCumulativeCount()
+			}
+		}
+	}
+	return q
+}
+
+// histogramQuantile estimates the q-quantile of total observations from
+// cumulative buckets (finite upper bounds, ascending; total is the +Inf
+// bucket) as Prometheus' histogram_quantile does: it finds the bucket
+// holding the rank and interpolates linearly inside it, taking 0 as the
+// lower bound of the first bucket and answering the highest finite bound
+// when the rank falls in the +Inf bucket.
+func histogramQuantile(q float64, buckets []dashBucket, total uint64) float64 {
+	if total == 0 || len(buckets) == 0 || math.IsNaN(q) {
+		return math.NaN()
+	}
+	q = min(max(q, 0), 1)
+	rank := q * float64(total)
+	var lower float64
+	var below uint64
+	for _, b := range buckets {
+		if float64(b.Count) >= rank && b.Count > below {
+			return lower + (b.LE-lower)*(rank-float64(below))/float64(b.Count-below)
+		}
+		if b.Count >= below {
+			below = b.Count
+		}
+		lower = b.LE
+	}
+	return buckets[len(buckets)-1].LE
+}
