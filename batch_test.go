@@ -45,7 +45,7 @@ type allTypes struct {
 	Doubled   int64          `db:"doubled"`
 	CreatedAt time.Time      `db:"created_at,default"`
 	Ignored   string         `db:"-"`
-	untagged  int
+	untagged  int            //nolint:unused // unexported: the mapping must skip it
 }
 
 func sampleRow(i int) allTypes {

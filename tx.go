@@ -167,7 +167,7 @@ func (t *tx) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	sp, err := t.Tx.Begin(ctx)
+	sp, err := t.Begin(ctx)
 	if err != nil {
 		return err
 	}
