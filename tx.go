@@ -235,9 +235,9 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 			return nil
 		}
 		reason := retryReason(err, t)
-		outcome := txError
-		if t != nil && !errors.As(err, new(*AmbiguousCommitError)) && !t.committing {
-			outcome = txRollback
+		outcome := txError // BEGIN or COMMIT failed
+		if t != nil && !t.committing {
+			outcome = txRollback // fn (or the tenant setting) failed and was rolled back
 		}
 		if o.retry == nil || reason == "" {
 			m.txDone(outcome, attempt, time.Since(start))
