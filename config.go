@@ -1,0 +1,428 @@
+package pgkit
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Disabled turns off a timeout in Config whose zero value means "use the
+// default": for example Config{StatementTimeout: pgkit.Disabled}. Any other
+// negative duration is refused by Open.
+const Disabled time.Duration = -1
+
+// Defaults applied by Open to Config fields left at their zero value. A setting
+// given in Config.URL (pool_max_conns=..., statement_timeout=..., ...) wins over
+// these; a Config field that is set wins over both.
+const (
+	DefaultAcquireTimeout           = 5 * time.Second
+	DefaultMaxConnLifetime          = time.Hour
+	DefaultMaxConnIdleTime          = 30 * time.Minute
+	DefaultHealthCheckPeriod        = time.Minute
+	DefaultPingTimeout              = time.Second
+	DefaultConnectTimeout           = 5 * time.Second
+	DefaultStatementTimeout         = 60 * time.Second
+	DefaultIdleInTransactionTimeout = 5 * time.Minute
+	DefaultKeepaliveIdle            = 60 * time.Second
+	DefaultKeepaliveInterval        = 10 * time.Second
+	DefaultKeepaliveCount           = 3
+	DefaultHealthTimeout            = time.Second
+	DefaultSlowQueryThreshold       = 500 * time.Millisecond
+	DefaultMaxLoggedSQL             = 1000
+	DefaultSlowQueryBuffer          = 100
+	DefaultMaxQueryNames            = 200
+	DefaultTenantSetting            = "app.tenant_id"
+)
+
+// DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
+// the URL's pool_max_conns sets one: 4 × GOMAXPROCS, at least 8. README's
+// "Pool sizing" sweep is where it comes from: the seed's CPU-bound load
+// saturates the server at 2 connections per core and larger pools only move
+// the queue into the server; twice that leaves room for I/O-bound queries.
+func DefaultMaxConns() int32 {
+	return int32(max(8, 4*runtime.GOMAXPROCS(0)))
+}
+
+// Config configures Open. The zero value of every field means its documented
+// default; Open refuses values it cannot honour with a *ConfigError naming the
+// field.
+type Config struct {
+	// URL is the connection string, as a postgres:// URL or a key=value DSN,
+	// including pgxpool's pool_* parameters. Required. Its password never
+	// appears in an error, log line or HTTP response from pgkit.
+	URL string
+
+	// MaxConns is the most connections the pool opens. Default: the URL's
+	// pool_max_conns, else DefaultMaxConns().
+	MaxConns int32
+	// MinConns is the number of connections the pool keeps open even when
+	// idle. Default 0. Must not exceed MaxConns.
+	MinConns int32
+	// MinIdleConns is the number of idle connections the pool tries to keep
+	// ready, to spare requests the cost of connecting. Default 0.
+	MinIdleConns int32
+	// MaxConnIdleTime closes a connection idle for longer. Default 30m.
+	MaxConnIdleTime time.Duration
+	// AcquireTimeout bounds the wait for a free connection in every DB method
+	// (pgxpool has no such bound). A wait that times out returns an error that
+	// matches ErrAcquireTimeout and context.DeadlineExceeded; a shorter
+	// deadline on the caller's context still wins. Default 5s; Disabled waits
+	// as long as the context allows.
+	AcquireTimeout time.Duration
+	// MaxConnLifetime closes a connection older than this (recycling, like
+	// SQLAlchemy's pool_recycle). Default 1h.
+	MaxConnLifetime time.Duration
+	// MaxConnLifetimeJitter adds a random extra lifetime of up to this much to
+	// each connection, so connections opened together are not all closed
+	// together. Default MaxConnLifetime/10.
+	MaxConnLifetimeJitter time.Duration
+	// HealthCheckPeriod is how often the pool checks idle connections for
+	// lifetime, idle time and MinConns. Default 1m.
+	HealthCheckPeriod time.Duration
+	// PingTimeout bounds the liveness ping made when a connection that sat idle
+	// for a second or more is checked out (SQLAlchemy's pool_pre_ping). A
+	// connection that fails it is discarded and another is tried. Default 1s.
+	PingTimeout time.Duration
+	// ConnectTimeout bounds the opening of one connection, and Open's first
+	// contact with the server. Default: the URL's connect_timeout, else 5s.
+	ConnectTimeout time.Duration
+	// LazyConnect makes Open return without reaching the server; the first
+	// query connects. Default false: Open fails fast when the server cannot be
+	// reached.
+	LazyConnect bool
+
+	// StatementTimeout is the server's statement_timeout for every
+	// connection. Default: the URL's statement_timeout, else 60s; Disabled
+	// leaves the server's own setting.
+	StatementTimeout time.Duration
+	// IdleInTransactionTimeout is the server's
+	// idle_in_transaction_session_timeout: a session left idle inside a
+	// transaction longer than this is ended, releasing its locks. Default 5m;
+	// Disabled leaves the server's own setting.
+	IdleInTransactionTimeout time.Duration
+	// ApplicationName names the connections in pg_stat_activity. Default: the
+	// URL's application_name, else the program's name.
+	ApplicationName string
+	// EnableJIT keeps PostgreSQL's JIT compiler on. Default false: jit=off,
+	// since JIT costs more than it saves on the short OLTP queries of a web
+	// service.
+	EnableJIT bool
+
+	// KeepaliveIdle is the idle time before TCP keepalive probes start.
+	// Default 60s.
+	KeepaliveIdle time.Duration
+	// KeepaliveInterval is the time between keepalive probes. Default 10s.
+	KeepaliveInterval time.Duration
+	// KeepaliveCount is the number of unanswered probes after which the
+	// connection is dropped. Default 3; so a dead peer is found in about 90s.
+	KeepaliveCount int
+
+	// HealthTimeout bounds DB.Health. Default 1s.
+	HealthTimeout time.Duration
+
+	// Name is the value of the "pool" label on every metric, so that two
+	// pools in one process do not collide. Default: ApplicationName.
+	Name string
+	// SlowQueryThreshold: a query, batch, copy or prepare at least this slow
+	// is logged at Warn, counted in pgkit_slow_queries_total and kept for
+	// DB.SlowQueries. Default 500ms; any negative value disables it.
+	SlowQueryThreshold time.Duration
+	// MaxLoggedSQL cuts the SQL in log lines (after folding whitespace) at
+	// this many bytes. Default 1000.
+	MaxLoggedSQL int
+	// LogArgs adds the arguments of slow and failed statements to their log
+	// lines, each passed through RedactArg. Default false: argument values are
+	// never logged.
+	LogArgs bool
+	// RedactArg turns an argument into what the log shows when LogArgs is set.
+	// Default RedactArgType: the type, and the length of strings and byte
+	// slices, never the value.
+	RedactArg func(any) string
+	// SlowQueryBuffer is how many recent slow statements DB.SlowQueries
+	// keeps. Default 100.
+	SlowQueryBuffer int
+	// MaxQueryNames bounds the distinct query names used as metric labels;
+	// later names are counted as "other" and a warning is logged once.
+	// Default 200.
+	MaxQueryNames int
+	// TenantSetting is the server setting InTx's WithTenant sets for the
+	// transaction, and row-level security policies read with
+	// current_setting. It must be a custom setting: a prefix, a dot, a name.
+	// Default "app.tenant_id".
+	TenantSetting string
+
+	// LeakThreshold: a connection checked out for longer (an Acquire never
+	// released, a transaction never ended, Rows never closed) is logged at
+	// Warn with the stack that acquired it, and counted. Capturing that stack
+	// costs each checkout about a microsecond. Default 0: off.
+	LeakThreshold time.Duration
+
+	// Logger receives pgkit's logs. Default: none.
+	Logger *slog.Logger
+	// Registerer receives pgkit's Prometheus metrics. Default: none.
+	Registerer prometheus.Registerer
+	// Tracer is a pgx tracer of your own (tracelog, otelpgx, ...). It keeps
+	// receiving every event, composed with pgkit's through pgx's multitracer;
+	// the pool and batch/copy/connect/prepare interfaces it implements are
+	// found by type assertion. A pgxpool.AcquireTracer must not keep the
+	// context it is given past its TraceAcquireEnd. Default: none.
+	Tracer pgx.QueryTracer
+}
+
+// validate refuses what Open cannot honour, naming the field.
+func (cfg *Config) validate() error {
+	if cfg.URL == "" {
+		return &ConfigError{Field: "URL", Reason: "required"}
+	}
+	if cfg.MaxConns < 0 {
+		return &ConfigError{Field: "MaxConns", Reason: fmt.Sprintf("must be at least 1 (got %d)", cfg.MaxConns)}
+	}
+	if cfg.MinConns < 0 {
+		return &ConfigError{Field: "MinConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinConns)}
+	}
+	if cfg.MinIdleConns < 0 {
+		return &ConfigError{Field: "MinIdleConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinIdleConns)}
+	}
+	if cfg.MaxConns > 0 && cfg.MinConns > cfg.MaxConns {
+		return &ConfigError{Field: "MinConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinConns, cfg.MaxConns)}
+	}
+	if cfg.MaxConns > 0 && cfg.MinIdleConns > cfg.MaxConns {
+		return &ConfigError{Field: "MinIdleConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinIdleConns, cfg.MaxConns)}
+	}
+	for _, n := range []struct {
+		field string
+		v     int
+	}{{"MaxLoggedSQL", cfg.MaxLoggedSQL}, {"SlowQueryBuffer", cfg.SlowQueryBuffer}, {"MaxQueryNames", cfg.MaxQueryNames}} {
+		if n.v < 0 {
+			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
+		}
+	}
+	if cfg.TenantSetting != "" && !validSettingName(cfg.TenantSetting) {
+		return &ConfigError{Field: "TenantSetting", Reason: fmt.Sprintf(
+			"%q is not a custom setting name (prefix.name, letters, digits and underscores)", cfg.TenantSetting)}
+	}
+	if cfg.KeepaliveCount < 0 {
+		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
+	}
+	durations := []struct {
+		field      string
+		d          time.Duration
+		canDisable bool
+	}{
+		{"MaxConnIdleTime", cfg.MaxConnIdleTime, false},
+		{"AcquireTimeout", cfg.AcquireTimeout, true},
+		{"MaxConnLifetime", cfg.MaxConnLifetime, false},
+		{"MaxConnLifetimeJitter", cfg.MaxConnLifetimeJitter, false},
+		{"HealthCheckPeriod", cfg.HealthCheckPeriod, false},
+		{"PingTimeout", cfg.PingTimeout, true},
+		{"ConnectTimeout", cfg.ConnectTimeout, true},
+		{"StatementTimeout", cfg.StatementTimeout, true},
+		{"IdleInTransactionTimeout", cfg.IdleInTransactionTimeout, true},
+		{"KeepaliveIdle", cfg.KeepaliveIdle, false},
+		{"KeepaliveInterval", cfg.KeepaliveInterval, false},
+		{"HealthTimeout", cfg.HealthTimeout, false},
+		{"LeakThreshold", cfg.LeakThreshold, false},
+	}
+	for _, d := range durations {
+		if d.d == Disabled && d.canDisable {
+			continue
+		}
+		if d.d < 0 {
+			reason := fmt.Sprintf("must not be negative (got %s)", d.d)
+			if d.canDisable {
+				reason += "; use pgkit.Disabled to turn it off"
+			}
+			return &ConfigError{Field: d.field, Reason: reason}
+		}
+	}
+	return nil
+}
+
+// applyDefaults fills the zero fields of cfg: from the URL where it sets them
+// (pcfg was parsed from it), else from pgkit's defaults.
+func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config) {
+	fromURL := func(key string) bool { _, ok := params[key]; return ok }
+	set := func(d *time.Duration, urlKey string, urlVal, def time.Duration) {
+		switch {
+		case *d != 0:
+		case urlKey != "" && fromURL(urlKey):
+			*d = urlVal
+		default:
+			*d = def
+		}
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns()
+		if fromURL("pool_max_conns") {
+			cfg.MaxConns = pcfg.MaxConns
+		}
+	}
+	if cfg.MinConns == 0 && fromURL("pool_min_conns") {
+		cfg.MinConns = pcfg.MinConns
+	}
+	if cfg.MinIdleConns == 0 && fromURL("pool_min_idle_conns") {
+		cfg.MinIdleConns = pcfg.MinIdleConns
+	}
+	set(&cfg.MaxConnIdleTime, "pool_max_conn_idle_time", pcfg.MaxConnIdleTime, DefaultMaxConnIdleTime)
+	set(&cfg.MaxConnLifetime, "pool_max_conn_lifetime", pcfg.MaxConnLifetime, DefaultMaxConnLifetime)
+	set(&cfg.MaxConnLifetimeJitter, "pool_max_conn_lifetime_jitter", pcfg.MaxConnLifetimeJitter, cfg.MaxConnLifetime/10)
+	set(&cfg.HealthCheckPeriod, "pool_health_check_period", pcfg.HealthCheckPeriod, DefaultHealthCheckPeriod)
+	set(&cfg.PingTimeout, "pool_ping_timeout", pcfg.PingTimeout, DefaultPingTimeout)
+	set(&cfg.ConnectTimeout, "connect_timeout", pcfg.ConnConfig.ConnectTimeout, DefaultConnectTimeout)
+	set(&cfg.AcquireTimeout, "", 0, DefaultAcquireTimeout)
+	set(&cfg.StatementTimeout, "statement_timeout", serverDuration(params["statement_timeout"]), DefaultStatementTimeout)
+	set(&cfg.IdleInTransactionTimeout, "idle_in_transaction_session_timeout",
+		serverDuration(params["idle_in_transaction_session_timeout"]), DefaultIdleInTransactionTimeout)
+	set(&cfg.KeepaliveIdle, "", 0, DefaultKeepaliveIdle)
+	set(&cfg.KeepaliveInterval, "", 0, DefaultKeepaliveInterval)
+	set(&cfg.HealthTimeout, "", 0, DefaultHealthTimeout)
+	if cfg.KeepaliveCount == 0 {
+		cfg.KeepaliveCount = DefaultKeepaliveCount
+	}
+	if cfg.ApplicationName == "" {
+		cfg.ApplicationName = params["application_name"]
+	}
+	if cfg.ApplicationName == "" {
+		cfg.ApplicationName = programName()
+	}
+	if !cfg.EnableJIT && fromURL("jit") {
+		cfg.EnableJIT = params["jit"] == "on"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.ApplicationName
+	}
+	if cfg.SlowQueryThreshold == 0 {
+		cfg.SlowQueryThreshold = DefaultSlowQueryThreshold
+	}
+	if cfg.MaxLoggedSQL == 0 {
+		cfg.MaxLoggedSQL = DefaultMaxLoggedSQL
+	}
+	if cfg.SlowQueryBuffer == 0 {
+		cfg.SlowQueryBuffer = DefaultSlowQueryBuffer
+	}
+	if cfg.MaxQueryNames == 0 {
+		cfg.MaxQueryNames = DefaultMaxQueryNames
+	}
+	if cfg.RedactArg == nil {
+		cfg.RedactArg = RedactArgType
+	}
+	if cfg.TenantSetting == "" {
+		cfg.TenantSetting = DefaultTenantSetting
+	}
+}
+
+// configure writes the effective cfg into the pgxpool config.
+func (cfg *Config) configure(pcfg *pgxpool.Config) {
+	pcfg.MaxConns = cfg.MaxConns
+	pcfg.MinConns = cfg.MinConns
+	pcfg.MinIdleConns = cfg.MinIdleConns
+	pcfg.MaxConnIdleTime = cfg.MaxConnIdleTime
+	pcfg.MaxConnLifetime = cfg.MaxConnLifetime
+	pcfg.MaxConnLifetimeJitter = cfg.MaxConnLifetimeJitter
+	pcfg.HealthCheckPeriod = cfg.HealthCheckPeriod
+	pcfg.PingTimeout = max(cfg.PingTimeout, 0)
+	pcfg.ConnConfig.ConnectTimeout = max(cfg.ConnectTimeout, 0)
+
+	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     cfg.KeepaliveIdle,
+		Interval: cfg.KeepaliveInterval,
+		Count:    cfg.KeepaliveCount,
+	}}
+	pcfg.ConnConfig.DialFunc = dialer.DialContext
+
+	rp := pcfg.ConnConfig.RuntimeParams
+	rp["application_name"] = cfg.ApplicationName
+	rp["jit"] = "off"
+	if cfg.EnableJIT {
+		rp["jit"] = "on"
+	}
+	setTimeout := func(name string, d time.Duration) {
+		if d > 0 {
+			rp[name] = strconv.FormatInt(d.Milliseconds(), 10)
+		}
+	}
+	setTimeout("statement_timeout", cfg.StatementTimeout)
+	setTimeout("idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout)
+}
+
+// serverDuration reads a PostgreSQL time setting as given in a connection
+// string: a bare number is milliseconds, a unit suffix (ms, s, min, h, d) is
+// honoured. An unreadable value yields 0 and is left for the server to judge.
+func serverDuration(s string) time.Duration {
+	units := []struct {
+		suffix string
+		unit   time.Duration
+	}{{"ms", time.Millisecond}, {"min", time.Minute}, {"s", time.Second}, {"h", time.Hour}, {"d", 24 * time.Hour}}
+	unit := time.Millisecond
+	for _, u := range units {
+		if n := len(s) - len(u.suffix); n > 0 && s[n:] == u.suffix {
+			s, unit = s[:n], u.unit
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(n) * unit
+}
+
+// redactedURL describes the connection target without its password.
+func redactedURL(pcfg *pgxpool.Config) string {
+	u := url.URL{
+		Scheme: "postgres",
+		User:   url.User(pcfg.ConnConfig.User),
+		Host:   net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port))),
+		Path:   "/" + pcfg.ConnConfig.Database,
+	}
+	if pcfg.ConnConfig.Password != "" {
+		u.User = url.UserPassword(pcfg.ConnConfig.User, "xxxxx")
+	}
+	return u.String()
+}
+
+// programName is the default application_name: the executable's base name,
+// cut to PostgreSQL's 63-byte limit.
+func programName() string {
+	name := filepath.Base(os.Args[0])
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return name
+}
+
+// validSettingName accepts a custom (placeholder) setting name such as
+// app.tenant_id: two or more dot-separated parts of letters, digits and
+// underscores.
+func validSettingName(name string) bool {
+	parts := strings.Split(name, ".")
+	if len(parts) < 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" {
+			return false
+		}
+		for _, c := range p {
+			if c != '_' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
