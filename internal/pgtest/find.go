@@ -109,13 +109,14 @@ func (f finder) postgresBins(ctx context.Context) (pgBins, error) {
 // highest version number comes first.
 func sortByVersionDesc(dirs []string) {
 	version := func(p string) float64 {
+		v := -1.0 // the last numeric part of the path: the version directory
 		for _, part := range strings.Split(p, string(filepath.Separator)) {
 			part = strings.TrimPrefix(part, "pgsql-")
-			if v, err := strconv.ParseFloat(part, 64); err == nil {
-				return v
+			if n, err := strconv.ParseFloat(part, 64); err == nil {
+				v = n
 			}
 		}
-		return -1
+		return v
 	}
 	sort.SliceStable(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 }

@@ -3,6 +3,8 @@ package pgtest
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -77,17 +79,32 @@ func TestResolveUsesTheURLFirst(t *testing.T) {
 	require.Equal(t, "redis://somewhere:1/0", u)
 }
 
+// TestPostgresBinsFallsBackToGlobs lays out two versions the way Debian
+// does (/usr/lib/postgresql/<version>/bin) and expects the newest: on a fresh
+// Debian, apt-get install postgresql puts neither initdb nor pg_config on PATH.
 func TestPostgresBinsFallsBackToGlobs(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	f := nothingFinder(t)
-	f.pgGlobs = defaultPGGlobs
-	b, err := f.postgresBins(ctx)
-	if err != nil {
-		t.Skipf("no PostgreSQL under %v on this machine: %v", defaultPGGlobs, err)
+	root := t.TempDir()
+	for _, version := range []string{"9", "15", "13"} {
+		bin := filepath.Join(root, version, "bin")
+		require.NoError(t, os.MkdirAll(bin, 0o755))
+		for _, name := range []string{"initdb", "pg_ctl"} {
+			require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"), 0o755))
+		}
 	}
+	f := nothingFinder(t)
+	f.pgGlobs = []string{filepath.Join(root, "*", "bin")}
+	b, err := f.postgresBins(ctx)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(root, "15", "bin", "initdb"), b.initdb)
+	require.Equal(t, filepath.Join(root, "15", "bin", "pg_ctl"), b.pgCtl)
+
+	// And on this machine the real layout is found the same way.
+	f.pgGlobs = defaultPGGlobs
+	b, err = f.postgresBins(ctx)
+	require.NoError(t, err, "this project's machines have PostgreSQL under %v", defaultPGGlobs)
 	require.FileExists(t, b.initdb)
-	require.FileExists(t, b.pgCtl)
 }
 
 // TestDockerCheckFailsFast shows that, with no engine where DOCKER_HOST
