@@ -60,16 +60,22 @@ func sqlcName(line string) (string, bool) {
 		return "", false
 	}
 	name, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+	return name, validSQLName(name)
+}
+
+// validSQLName accepts a name from a SQL comment as a label value: 1 to 100
+// letters, digits, '_', '-' or '.'.
+func validSQLName(name string) bool {
 	if name == "" || len(name) > 100 {
-		return "", false
+		return false
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if c != '_' && c != '-' && c != '.' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
-			return "", false
+			return false
 		}
 	}
-	return name, true
+	return true
 }
 
 // verbs are the statement verbs that name a statement without a name; any
