@@ -26,6 +26,7 @@ type acquireCtx struct {
 
 	done       chan struct{}
 	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
+	connected  atomic.Bool  // a connection was opened with this context (see release)
 	timer      *time.Timer
 	stopParent func() bool
 }
@@ -45,6 +46,7 @@ func newAcquireCtx(parent context.Context, timeout time.Duration) *acquireCtx {
 	c.parent = parent
 	c.start = time.Now()
 	c.deadline = time.Time{}
+	c.connected.Store(false)
 	if timeout <= 0 {
 		return c
 	}
@@ -73,20 +75,22 @@ func (c *acquireCtx) finish(state int32) {
 }
 
 // release ends the Acquire: it stops the timer and the watch on the parent
-// and, when neither fired and the Acquire succeeded (so no goroutine of
-// pgxpool's still holds the context), puts c back for reuse.
+// and puts c back for reuse when nothing can still read it. Something can
+// when the Acquire failed (puddle's constructor goes on with the context
+// after the wait gave up), when it opened a connection (net.Dialer's
+// fallback racers read the context's values after DialContext returned), or
+// when the timer or the parent already fired; then c is left to the garbage
+// collector, as a context.WithTimeout would be.
 func (c *acquireCtx) release(acquired bool) {
-	if c.deadline.IsZero() {
-		c.parent = nil
-		acquireCtxPool.Put(c)
-		return
+	stopped := true
+	if !c.deadline.IsZero() {
+		stopped = c.timer.Stop()
+		if c.stopParent != nil {
+			stopped = c.stopParent() && stopped
+			c.stopParent = nil
+		}
 	}
-	stopped := c.timer.Stop()
-	if c.stopParent != nil {
-		stopped = c.stopParent() && stopped
-		c.stopParent = nil
-	}
-	if acquired && stopped && c.state.Load() == acquireLive {
+	if acquired && stopped && !c.connected.Load() && c.state.Load() == acquireLive {
 		c.parent = nil
 		acquireCtxPool.Put(c)
 	}

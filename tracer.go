@@ -243,6 +243,9 @@ type connectStartKey struct{}
 
 // TraceConnectStart implements pgx.ConnectTracer.
 func (t *tracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	if ac, ok := ctx.Value(acquireCtxKey{}).(*acquireCtx); ok {
+		ac.connected.Store(true) // the dial may read ctx after the Acquire returns
+	}
 	return context.WithValue(ctx, connectStartKey{}, time.Now())
 }
 

@@ -1,12 +1,15 @@
 // Package faultproxy is a TCP proxy for tests that puts faults between pgkit
-// and a real server: it forwards bytes both ways until told to cut a
-// connection at a chosen moment.
+// and a real server: it forwards bytes both ways, and on command adds
+// latency, stops forwarding while keeping connections open (a silent
+// partition), resets every connection, or cuts one at a chosen moment.
 package faultproxy
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"sync"
+	"time"
 )
 
 // Proxy forwards every connection made to Addr to the target address.
@@ -16,8 +19,12 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	pairs   map[*pair]struct{}
-	cutOn   []byte // armed by CutAfterReplyTo; nil when not armed
+	cutOn   []byte        // armed by CutAfterReplyTo; nil when not armed
+	latency time.Duration // added before each server reply is forwarded
+	jitter  time.Duration // latency varies by up to ± jitter
+	paused  chan struct{} // non-nil while paused; closed by Resume
 	closed  bool
+	done    chan struct{} // closed by Close
 	workers sync.WaitGroup
 }
 
@@ -38,7 +45,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, pairs: map[*pair]struct{}{}}
+	p := &Proxy{ln: ln, target: target, pairs: map[*pair]struct{}{}, done: make(chan struct{})}
 	p.workers.Add(1)
 	go p.accept()
 	return p, nil
@@ -57,10 +64,89 @@ func (p *Proxy) CutAfterReplyTo(pattern []byte) {
 	p.mu.Unlock()
 }
 
+// SetLatency delays every reply from the server by d ± jitter (uniformly).
+// Zero removes the delay.
+func (p *Proxy) SetLatency(d, jitter time.Duration) {
+	p.mu.Lock()
+	p.latency, p.jitter = d, jitter
+	p.mu.Unlock()
+}
+
+// Pause stops forwarding in both directions while keeping every connection
+// open, and new connections are accepted but get no answer: a silent
+// partition, the fault that turns missing timeouts into hangs.
+func (p *Proxy) Pause() {
+	p.mu.Lock()
+	if p.paused == nil {
+		p.paused = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// Resume forwards again what Pause held back.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	if p.paused != nil {
+		close(p.paused)
+		p.paused = nil
+	}
+	p.mu.Unlock()
+}
+
+// ResetAll cuts every connection open now, as a restarting server or a
+// failing middlebox would.
+func (p *Proxy) ResetAll() {
+	p.mu.Lock()
+	for pr := range p.pairs {
+		pr.close()
+	}
+	p.mu.Unlock()
+}
+
+// gate waits while the proxy is paused; false when the proxy closed.
+func (p *Proxy) gate() bool {
+	p.mu.Lock()
+	paused := p.paused
+	p.mu.Unlock()
+	if paused == nil {
+		return true
+	}
+	select {
+	case <-paused:
+		return true
+	case <-p.done:
+		return false
+	}
+}
+
+// delay waits the configured latency; false when the proxy closed.
+func (p *Proxy) delay() bool {
+	p.mu.Lock()
+	d, j := p.latency, p.jitter
+	p.mu.Unlock()
+	if j > 0 {
+		d += time.Duration(rand.Int64N(int64(2*j))) - j
+	}
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.done:
+		return false
+	}
+}
+
 // Close stops listening, cuts every connection and waits for the proxy's
 // goroutines to end.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.done)
+	}
 	p.closed = true
 	for pr := range p.pairs {
 		pr.close()
@@ -104,6 +190,9 @@ func (p *Proxy) clientToServer(pr *pair) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := pr.client.Read(buf)
+		if n > 0 && !p.gate() {
+			return
+		}
 		if n > 0 {
 			p.mu.Lock()
 			cut := p.cutOn != nil && bytes.Contains(buf[:n], p.cutOn)
@@ -131,6 +220,9 @@ func (p *Proxy) serverToClient(pr *pair) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := pr.server.Read(buf)
+		if n > 0 && (!p.gate() || !p.delay()) {
+			return
+		}
 		if n > 0 {
 			select {
 			case <-pr.swallowReply:
