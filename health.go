@@ -88,7 +88,7 @@ func (db *DB) health(ctx context.Context) HealthReport {
 
 	var r HealthReport
 	start := time.Now()
-	err = conn.QueryRow(ctx, `SELECT current_setting('server_version'), pg_is_in_recovery()`).Scan(&r.ServerVersion, &r.InRecovery)
+	err = conn.QueryRow(WithQueryName(ctx, healthQueryName), `SELECT current_setting('server_version'), pg_is_in_recovery()`).Scan(&r.ServerVersion, &r.InRecovery)
 	if err != nil {
 		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
 	}

@@ -85,16 +85,25 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	return db, nil
 }
 
-// checkServer makes the first connection within ConnectTimeout and warns when
-// the pool may open more connections than the server accepts.
+// checkServer reaches the server within ConnectTimeout and warns when the
+// pool may open more connections than the server accepts. It uses a
+// connection of its own, outside the pool and untraced, so that neither
+// AcquireTimeout nor the pool's metrics have a say in it.
 func (db *DB) checkServer(ctx context.Context) error {
 	if db.cfg.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, db.cfg.ConnectTimeout)
 		defer cancel()
 	}
+	cc := db.pool.Config().ConnConfig
+	cc.Tracer = nil
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	var maxConns, reserved int32
-	err := db.pool.QueryRow(ctx, `SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int`).Scan(&maxConns, &reserved)
+	err = conn.QueryRow(ctx, `SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int`).Scan(&maxConns, &reserved)
 	if err != nil {
 		return err
 	}

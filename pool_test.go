@@ -31,6 +31,9 @@ func openTest(t *testing.T, cfg pgkit.Config) *pgkit.DB {
 	db, err := pgkit.Open(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
+	// With MinConns, wait until the pool has opened them: tests with a short
+	// AcquireTimeout must not time out connecting on a busy machine.
+	require.Eventually(t, func() bool { return db.Stat().IdleConns() >= cfg.MinConns }, 30*time.Second, 5*time.Millisecond)
 	return db
 }
 
@@ -219,7 +222,7 @@ func TestOpenWarnsWhenMaxConnsExceedsServer(t *testing.T) {
 
 func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 	t.Parallel()
-	db := openTest(t, pgkit.Config{MaxConns: 2, AcquireTimeout: 150 * time.Millisecond})
+	db := openTest(t, pgkit.Config{MaxConns: 2, MinConns: 2, AcquireTimeout: 150 * time.Millisecond})
 	ctx := context.Background()
 
 	held := make([]*pgxpool.Conn, 2)
@@ -341,7 +344,7 @@ func TestKeepaliveOnTheSocket(t *testing.T) {
 // right error, and the timeouts counted are the timeouts returned.
 func TestAcquireTimeoutUnderContention(t *testing.T) {
 	t.Parallel()
-	db := openTest(t, pgkit.Config{MaxConns: 2, AcquireTimeout: 20 * time.Millisecond})
+	db := openTest(t, pgkit.Config{MaxConns: 2, MinConns: 2, AcquireTimeout: 20 * time.Millisecond})
 	var timeouts, callerDeadlines, cancels, ok atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 64 {

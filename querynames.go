@@ -119,11 +119,15 @@ type nameRegistry struct {
 	capped bool
 }
 
+// healthQueryName names DB.Health's query, so that health checks (one per
+// scrape, with pgkit_database_up) stay out of the application's series.
+const healthQueryName = "pgkit_health"
+
 func newNameRegistry(m *metrics, maxNames int, warned func(string)) *nameRegistry {
 	r := &nameRegistry{max: maxNames, m: m, warned: warned}
 	r.other = newNameMetrics(m, "other")
-	empty := map[string]*nameMetrics{"other": r.other}
-	r.names.Store(&empty)
+	builtin := map[string]*nameMetrics{"other": r.other, healthQueryName: newNameMetrics(m, healthQueryName)}
+	r.names.Store(&builtin)
 	return r
 }
 
@@ -141,7 +145,7 @@ func (r *nameRegistry) add(name string) *nameMetrics {
 	if nm, ok := old[name]; ok {
 		return nm
 	}
-	if len(old)-1 >= r.max { // "other" does not count
+	if len(old)-2 >= r.max { // "other" and the health check's name do not count
 		if !r.capped {
 			r.capped = true
 			r.warned(name)

@@ -39,7 +39,7 @@ func proxied(t *testing.T) (string, *faultproxy.Proxy) {
 func TestExhaustion(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
-	db := openTest(t, pgkit.Config{MaxConns: 4, AcquireTimeout: 100 * time.Millisecond, Registerer: reg})
+	db := openTest(t, pgkit.Config{MaxConns: 4, MinConns: 4, AcquireTimeout: 100 * time.Millisecond, Registerer: reg})
 	var ran, timedOut atomic.Int64
 	var wg sync.WaitGroup
 	for range 256 {
@@ -165,7 +165,7 @@ func TestLatencyInjection(t *testing.T) {
 func TestSilentPartition(t *testing.T) {
 	t.Parallel()
 	url, proxy := proxied(t)
-	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, AcquireTimeout: 200 * time.Millisecond,
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, MinConns: 2, AcquireTimeout: 200 * time.Millisecond,
 		ConnectTimeout: 300 * time.Millisecond, HealthTimeout: 300 * time.Millisecond})
 	ctx := context.Background()
 	_, err := db.Exec(ctx, `SELECT 1`)

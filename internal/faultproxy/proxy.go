@@ -200,7 +200,6 @@ func (p *Proxy) clientToServer(pr *pair) {
 				p.cutOn = nil
 			}
 			p.mu.Unlock()
-			println("c->s", n, cut, string(buf[:n]))
 			if cut {
 				pr.once.Do(func() { close(pr.swallowReply) })
 			}
@@ -226,7 +225,6 @@ func (p *Proxy) serverToClient(pr *pair) {
 		if n > 0 {
 			select {
 			case <-pr.swallowReply:
-				println("swallow", n)
 				return // the reply is lost with the connection
 			default:
 			}
