@@ -148,7 +148,7 @@ func TestCacheOverRedis(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cache, err := pgkit.NewCache[map[string]int](newStore(t, client), pgkit.CacheConfig{Name: "counts", LocalTTL: time.Second})
+			cache, err := pgkit.NewCache[map[string]int](newStore(t, client), pgkit.CacheConfig{Name: "counts", LocalTTL: time.Second, StoreTimeout: 10 * time.Second}) // a busy machine under -race
 			require.NoError(t, err)
 			defer cache.Close()
 			var loads int
