@@ -19,7 +19,7 @@ type HealthStatus string
 const (
 	// StatusUp: a connection was had in time and the server answered.
 	StatusUp HealthStatus = "up"
-	// StatusDegraded: the server may be fine, but the pool could not give the
+	// StatusDegraded: the server answers, but the pool could not give the
 	// check a connection in time because every connection is in use.
 	StatusDegraded HealthStatus = "degraded"
 	// StatusDown: the server could not be reached or did not answer in time.
@@ -58,8 +58,9 @@ func (r HealthReport) MarshalJSON() ([]byte, error) {
 }
 
 // Health checks the database within Config.HealthTimeout (default 1s) and
-// never blocks past it, nor past ctx. An unreachable or silent server is down;
-// a pool too busy to lend the check a connection in time is degraded.
+// never blocks past it, nor past ctx. An unreachable or silent server is down.
+// When every pooled connection is checked out, the check opens one of its
+// own: degraded if the server answers it (the pool is saturated), down if not.
 func (db *DB) Health(ctx context.Context) HealthReport {
 	ctx, cancel := context.WithTimeout(ctx, db.cfg.HealthTimeout)
 	defer cancel()
@@ -75,12 +76,27 @@ func (db *DB) Health(ctx context.Context) HealthReport {
 }
 
 func (db *DB) health(ctx context.Context) HealthReport {
-	conn, err := db.pool.Acquire(ctx)
+	// Half the time for a pooled connection, so that when none comes the
+	// other half can tell a busy pool from a server that does not answer.
+	acquireCtx, cancel := context.WithTimeout(ctx, db.cfg.HealthTimeout/2)
+	conn, err := db.pool.Acquire(acquireCtx)
+	cancel()
 	if err != nil {
 		st := db.pool.Stat()
 		if (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && st.AcquiredConns() >= st.MaxConns() {
-			return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
-				"pool exhausted: all %d connections in use, none free within %s", st.MaxConns(), db.cfg.HealthTimeout)}
+			// Every connection is checked out: busy callers, or callers
+			// stuck on a server that stopped answering. A connection of
+			// the check's own tells which.
+			probe, perr := db.connectDirect(ctx)
+			var pgErr *pgconn.PgError
+			if perr == nil || errors.As(perr, &pgErr) { // the server answered (perhaps "too many clients")
+				if probe != nil {
+					_ = probe.Close(context.WithoutCancel(ctx))
+				}
+				return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
+					"pool exhausted: all %d connections in use, none free within %s", st.MaxConns(), db.cfg.HealthTimeout/2)}
+			}
+			return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + db.reason(perr)}
 		}
 		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
 	}

@@ -95,9 +95,7 @@ func (db *DB) checkServer(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, db.cfg.ConnectTimeout)
 		defer cancel()
 	}
-	cc := db.pool.Config().ConnConfig
-	cc.Tracer = nil
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	conn, err := db.connectDirect(ctx)
 	if err != nil {
 		return err
 	}
@@ -114,6 +112,14 @@ func (db *DB) checkServer(ctx context.Context) error {
 			slog.Int("superuser_reserved_connections", int(reserved)))
 	}
 	return nil
+}
+
+// connectDirect opens a connection outside the pool, untraced, with the
+// pool's settings.
+func (db *DB) connectDirect(ctx context.Context) (*pgx.Conn, error) {
+	cc := db.pool.Config().ConnConfig
+	cc.Tracer = nil
+	return pgx.ConnectConfig(ctx, cc)
 }
 
 // Config returns the effective configuration: defaults applied, and the URL

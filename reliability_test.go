@@ -184,7 +184,7 @@ func TestSilentPartition(t *testing.T) {
 	start := time.Now()
 	r := db.Health(ctx)
 	require.Less(t, time.Since(start), 300*time.Millisecond+margin)
-	require.NotEqual(t, pgkit.StatusUp, r.Status)
+	require.Equal(t, pgkit.StatusDown, r.Status, r.Reason)
 
 	proxy.Resume()
 	require.Eventually(t, func() bool {
