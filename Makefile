@@ -2,14 +2,13 @@
 SHELL := /bin/bash
 GO ?= go
 GOLANGCI_LINT_VERSION ?= v2.15.0
-BENCHTIME ?= 1x
 TESTFLAGS ?=
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
 deps: ## Check (and on Debian as root, install) PostgreSQL and Redis for tests and the demo.
@@ -34,8 +33,12 @@ generate: ## Regenerate examples/monitoring/alerts_test.yml and grafana-dashboar
 	python3 scripts/gen_dashboard.py
 
 .PHONY: bench
-bench: deps ## Benchmarks: pgkit and raw pgx side by side, with the ratio.
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+bench: deps ## Benchmarks, -count 6 (BENCH_COUNT), under 10 min: raw output to bench/results.txt, pgkit/raw ratios with 95% intervals.
+	bash scripts/bench.sh
+
+.PHONY: bench-report
+bench-report: ## BENCHMARKS.md and docs/bench/*.svg from bench/results.txt (run make bench first).
+	$(GO) run ./internal/benchreport -in bench/results.txt -md BENCHMARKS.md -svg docs/bench
 
 .PHONY: lint
 lint: ## gofmt and golangci-lint (installed at a pinned version).

@@ -22,10 +22,29 @@ import (
 // armed at its default; leak detection as cfg says).
 func benchPools(b *testing.B, size int32, cfg pgkit.Config) (*pgxpool.Pool, *pgkit.DB) {
 	b.Helper()
-	url := pgtest.NewDatabase(b)
+	return benchPoolsOn(b, pgtest.NewDatabase(b), size, cfg)
+}
+
+// benchPoolsOn is benchPools on the database at url: both pools hold size
+// connections from the start, and close when the benchmark ends.
+func benchPoolsOn(b *testing.B, url string, size int32, cfg pgkit.Config) (*pgxpool.Pool, *pgkit.DB) {
+	b.Helper()
 	raw, err := pgxpool.New(context.Background(), fmt.Sprintf("%s&pool_max_conns=%d&pool_min_conns=%d", url, size, size))
 	require.NoError(b, err)
 	b.Cleanup(raw.Close)
+	return raw, benchDBOn(b, url, size, cfg)
+}
+
+// benchDB opens a pgkit DB of size connections on a fresh database, with the
+// instrumentation of benchPools, for benchmarks that compare pgkit with
+// something other than a raw pool.
+func benchDB(b *testing.B, size int32, cfg pgkit.Config) *pgkit.DB {
+	b.Helper()
+	return benchDBOn(b, pgtest.NewDatabase(b), size, cfg)
+}
+
+func benchDBOn(b *testing.B, url string, size int32, cfg pgkit.Config) *pgkit.DB {
+	b.Helper()
 	cfg.URL, cfg.MaxConns, cfg.MinConns = url, size, size
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -33,38 +52,76 @@ func benchPools(b *testing.B, size int32, cfg pgkit.Config) (*pgxpool.Pool, *pgk
 	db, err := pgkit.Open(context.Background(), cfg)
 	require.NoError(b, err)
 	b.Cleanup(db.Close)
-	return raw, db
+	return db
 }
 
 // benchAB runs b.N operations of each side, a and b, from goroutines
 // goroutines, in alternating rounds (so that neither side always runs first
-// or on a warmer machine), and reports each side's ns/op and allocs/op and
-// the throughput ratio b/a: 1.0 means as fast, 0.97 means 3% slower. It
+// or on a warmer machine), and reports each side's ns/op, B/op and allocs/op
+// and the throughput ratio b/a: 1.0 means as fast, 0.97 means 3% slower. It
 // returns each side's mean time per operation.
+//
+// Every benchmark that compares two sides goes through benchAB (or
+// benchScaled), so that all of them report the same metrics under the same
+// names, which is what internal/benchreport reads: "<side>-ns/op",
+// "<side>-B/op", "<side>-allocs/op" and the ratio "<b>/<a>".
 func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
-	const rounds = 10
+	return benchScaled(b, goroutines, nameA, opA, nameB, 1, opB)
+}
+
+// benchScaled is benchAB for sides whose speeds differ by orders of
+// magnitude: side b runs scale times as many operations per round as side
+// a, to be measured for about as long. The ratio it reports is still per
+// operation: a's time per op over b's (how many times faster b is).
+func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, scale int, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
+	// Ten rounds, or one per operation when b.N is smaller (-benchtime 1x
+	// for the slowest operations). Which side goes first alternates from one
+	// call to the next too, so that with one round per run (-count runs of
+	// -benchtime 1x) neither side always goes first.
+	rounds := min(10, b.N)
+	first := benchCalls.next(b.Name())
 	var elapsed [2]time.Duration
-	var allocs [2]uint64
+	var allocs, bytes [2]uint64
 	var ops [2]int64
-	perRound := max(b.N/rounds, 1)
+	perRound := [2]int{max(b.N/rounds, 1), max(b.N/rounds, 1) * scale}
 	sides := [2]func(context.Context) error{opA, opB}
 	b.ResetTimer()
 	for r := range rounds {
 		for i := range 2 {
-			s := (r + i) % 2
-			d, a := runParallel(b, goroutines, perRound, sides[s])
-			elapsed[s] += d
-			allocs[s] += a
-			ops[s] += int64(perRound)
+			s := (first + r + i) % 2
+			m := runParallel(b, goroutines, perRound[s], sides[s])
+			elapsed[s] += m.elapsed
+			allocs[s] += m.allocs
+			bytes[s] += m.bytes
+			ops[s] += int64(perRound[s])
 		}
 	}
 	b.StopTimer()
+	var perOp [2]float64
 	for s, name := range []string{nameA, nameB} {
-		b.ReportMetric(float64(elapsed[s].Nanoseconds())/float64(ops[s]), name+"-ns/op")
+		perOp[s] = float64(elapsed[s].Nanoseconds()) / float64(ops[s])
+		b.ReportMetric(perOp[s], name+"-ns/op")
+		b.ReportMetric(float64(bytes[s])/float64(ops[s]), name+"-B/op")
 		b.ReportMetric(float64(allocs[s])/float64(ops[s]), name+"-allocs/op")
 	}
-	b.ReportMetric(elapsed[0].Seconds()/elapsed[1].Seconds(), nameB+"/"+nameA)
-	return elapsed[0] / time.Duration(ops[0]), elapsed[1] / time.Duration(ops[1])
+	b.ReportMetric(perOp[0]/perOp[1], nameB+"/"+nameA)
+	return time.Duration(perOp[0]), time.Duration(perOp[1])
+}
+
+// benchCalls counts the calls of each benchmark (by name) in this process.
+var benchCalls = callCounter{n: map[string]int{}}
+
+type callCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// next returns 0 or 1, alternating on each call with the same name.
+func (c *callCounter) next(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[name]++
+	return c.n[name] % 2
 }
 
 // reportRows adds rows/s for both sides of a benchAB whose operations each
@@ -74,9 +131,16 @@ func reportRows(b *testing.B, rows int, nameA string, perOpA time.Duration, name
 	b.ReportMetric(float64(rows)/perOpB.Seconds(), nameB+"-rows/s")
 }
 
+// measured is one runParallel: wall time, and the heap allocations (count
+// and bytes) the process made meanwhile.
+type measured struct {
+	elapsed       time.Duration
+	allocs, bytes uint64
+}
+
 // runParallel runs op n times from goroutines goroutines and returns the wall
 // time and the heap allocations made meanwhile.
-func runParallel(b *testing.B, goroutines, n int, op func(context.Context) error) (time.Duration, uint64) {
+func runParallel(b *testing.B, goroutines, n int, op func(context.Context) error) measured {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	var next atomic.Int64
@@ -100,18 +164,53 @@ func runParallel(b *testing.B, goroutines, n int, op func(context.Context) error
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
 	}
-	return d, after.Mallocs - before.Mallocs
+	return measured{elapsed: d, allocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
 }
 
+// benchGoroutines are the concurrency levels of the query benchmarks.
+var benchGoroutines = []int{1, 16, 64}
+
 // BenchmarkSelect1 is the instrumented query path against raw pgxpool:
-// SELECT 1 from 64 goroutines on pools of 8 connections.
+// SELECT 1 on pools of 8 connections, from 1, 16 and 64 goroutines.
 //
 //	go test -run '^$' -bench BenchmarkSelect1 -benchtime 20000x
 func BenchmarkSelect1(b *testing.B) {
 	raw, db := benchPools(b, 8, pgkit.Config{})
-	benchAB(b, 64,
-		"raw", func(ctx context.Context) error { var n int; return raw.QueryRow(ctx, "SELECT 1").Scan(&n) },
-		"pgkit", func(ctx context.Context) error { var n int; return db.QueryRow(ctx, "SELECT 1").Scan(&n) })
+	benchQueryAB(b, raw, db, "SELECT 1", 1)
+}
+
+// BenchmarkCountUsers is the seed's query, SELECT COUNT(*) FROM users over
+// 10,000 users, through pgkit and raw pgxpool on pools of 8 connections, from
+// 1, 16 and 64 goroutines.
+func BenchmarkCountUsers(b *testing.B) {
+	url := pgtest.NewDatabase(b)
+	seedUsersTable(b, url)
+	raw, db := benchPoolsOn(b, url, 8, pgkit.Config{})
+	benchQueryAB(b, raw, db, "SELECT COUNT(*) FROM users", seedUsers)
+}
+
+// benchQueryAB runs sql, which returns want, through raw and db at each of
+// benchGoroutines, as sub-benchmarks "goroutines=N".
+func benchQueryAB(b *testing.B, raw *pgxpool.Pool, db *pgkit.DB, sql string, want int) {
+	query := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) func(context.Context) error {
+		return func(ctx context.Context) error {
+			var n int
+			if err := q.QueryRow(ctx, sql).Scan(&n); err != nil {
+				return err
+			}
+			if n != want {
+				return fmt.Errorf("%s returned %d, want %d", sql, n, want)
+			}
+			return nil
+		}
+	}
+	for _, g := range benchGoroutines {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			benchAB(b, g, "raw", query(raw), "pgkit", query(db))
+		})
+	}
 }
 
 // BenchmarkLeakDetection is the price of Config.LeakThreshold: SELECT 1 from

@@ -6,18 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/pgkit-dev/pgkit"
-	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
 // The cache benchmarks compare a cache hit with what it replaces, side by
-// side in one run, as benchAB does; the sides differ by three orders of
-// magnitude, so the fast side runs scale times as many operations per round
-// as the slow one, to be measured for as long.
+// side in one run, through benchScaled (bench_test.go): the sides differ by
+// three orders of magnitude, so the fast side runs scale times as many
+// operations per round as the slow one, to be measured for as long.
 //
 //	go test -run '^$' -bench 'BenchmarkCache' -benchtime 2000x -count 3 .
 
@@ -31,22 +29,12 @@ type dashboardBench struct {
 
 func newDashboardBench(b *testing.B) *dashboardBench {
 	b.Helper()
-	db := openBenchDB(b)
+	db := benchDB(b, 4, pgkit.Config{})
 	seedDashboard(b, db, "acme", 10_000, 1_000, 10)
 	want, err := queryDashboard(context.Background(), db, "acme")
 	require.NoError(b, err)
 	require.Equal(b, [3]int64{10_000, 1_000, 10_000}, [3]int64{want.Users, want.Conversations, want.Messages})
 	return &dashboardBench{db: db, want: want}
-}
-
-func openBenchDB(b *testing.B) *pgkit.DB {
-	b.Helper()
-	db, err := pgkit.Open(context.Background(), pgkit.Config{
-		URL: pgtest.NewDatabase(b), MaxConns: 4, Registerer: prometheus.NewRegistry(),
-	})
-	require.NoError(b, err)
-	b.Cleanup(db.Close)
-	return db
 }
 
 func (d *dashboardBench) query(ctx context.Context) error {
@@ -145,36 +133,4 @@ func BenchmarkCacheMemoryHitParallel(b *testing.B) {
 		return json.Unmarshal(v[1:], &s)
 	}
 	benchScaled(b, 64, "store+json", floor, "cache", 1, hit)
-}
-
-// benchScaled runs, in alternating rounds, b.N operations of side a and
-// b.N × scale of side b, each from goroutines goroutines, and reports each
-// side's ns/op, ops/s and allocs/op, and how many times faster b is than a
-// (a's time per op over b's).
-func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, scale int, opB func(context.Context) error) {
-	const rounds = 10
-	var elapsed [2]time.Duration
-	var allocs [2]uint64
-	var ops [2]int64
-	perRound := [2]int{max(b.N/rounds, 1), max(b.N/rounds, 1) * scale}
-	sides := [2]func(context.Context) error{opA, opB}
-	b.ResetTimer()
-	for r := range rounds {
-		for i := range 2 {
-			s := (r + i) % 2
-			d, a := runParallel(b, goroutines, perRound[s], sides[s])
-			elapsed[s] += d
-			allocs[s] += a
-			ops[s] += int64(perRound[s])
-		}
-	}
-	b.StopTimer()
-	var perOp [2]float64
-	for s, name := range []string{nameA, nameB} {
-		perOp[s] = float64(elapsed[s].Nanoseconds()) / float64(ops[s])
-		b.ReportMetric(perOp[s], name+"-ns/op")
-		b.ReportMetric(1e9/perOp[s], name+"-ops/s")
-		b.ReportMetric(float64(allocs[s])/float64(ops[s]), name+"-allocs/op")
-	}
-	b.ReportMetric(perOp[0]/perOp[1], nameB+"-speedup")
 }

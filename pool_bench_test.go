@@ -30,19 +30,13 @@ const (
 //
 //	go test -run '^$' -bench BenchmarkPoolSize -benchtime 10x
 func BenchmarkPoolSize(b *testing.B) {
-	ctx := context.Background()
 	cluster := pgtest.StartCluster(b, pgtest.WithSetting("max_connections", "400"))
 	url := cluster.NewDatabase(b)
 	seedUsersTable(b, url)
 
 	for _, size := range []int32{4, 8, 16, 32, 50, 150} {
 		b.Run(fmt.Sprintf("MaxConns=%d", size), func(b *testing.B) {
-			db, err := pgkit.Open(ctx, pgkit.Config{URL: url, MaxConns: size, MinConns: size, AcquireTimeout: time.Minute})
-			require.NoError(b, err)
-			defer db.Close()
-			raw, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d&pool_min_conns=%d", url, size, size))
-			require.NoError(b, err)
-			defer raw.Close()
+			raw, db := benchPoolsOn(b, url, size, pgkit.Config{AcquireTimeout: time.Minute})
 
 			// One unmeasured round each fills the pools.
 			seedRound(b, db.Acquire)
@@ -63,7 +57,7 @@ func BenchmarkPoolSize(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(kit.qps(), "pgkit-q/s")
 			b.ReportMetric(rawRes.qps(), "raw-q/s")
-			b.ReportMetric(kit.qps()/rawRes.qps(), "ratio")
+			b.ReportMetric(kit.qps()/rawRes.qps(), "pgkit/raw")
 			b.ReportMetric(p99(kit.waits).Seconds()*1000, "pgkit-p99-wait-ms")
 			b.ReportMetric(p99(rawRes.waits).Seconds()*1000, "raw-p99-wait-ms")
 			b.ReportMetric(p99(kit.totals).Seconds()*1000, "pgkit-p99-total-ms")

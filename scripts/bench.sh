@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs the whole benchmark suite (root package) with -count runs per
+# benchmark, each family at a -benchtime that keeps the suite within about
+# ten minutes on a 2-core machine, and saves the raw output, headed by the
+# machine and versions, to bench/results.txt (BENCH_OUT). Then prints each
+# pgkit/raw ratio with its 95% interval (internal/benchreport) and writes
+# benchstat's tables to bench/benchstat.txt.
+#
+#   BENCH_COUNT=6 scripts/bench.sh     # the default; benchstat needs >= 6 for a 95% interval
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+COUNT=${BENCH_COUNT:-6}
+OUT=${BENCH_OUT:-bench/results.txt}
+BENCHSTAT=${BENCHSTAT:-golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da}
+mkdir -p "$(dirname "$OUT")"
+
+# Families: -bench pattern and -benchtime (fixed iteration counts, so every
+# run does the same work). A benchAB benchmark runs its iterations per side
+# in up to 10 alternating rounds; at 1x (the slowest: about 1-2 s per side)
+# each run is one round, and the side that goes first alternates from run
+# to run.
+families=(
+	'^BenchmarkSelect1$|^BenchmarkLeakDetection$'                          10000x
+	'^BenchmarkCountUsers$'                                                 1000x
+	'^BenchmarkInTx$'                                                       5000x
+	'^BenchmarkTracer'                                                      300000x
+	'^BenchmarkBulk(CopyInsert|InsertReturning|UpdateMany|UpsertMany)$'     10x
+	'^BenchmarkBulk(InsertReturning|UpdateMany)VsRowAtATime$'               1x
+	'^BenchmarkChunkSize$'                                                  1x
+	'^BenchmarkWriter$'                                                     1x
+	'^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x
+	'^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
+	'^BenchmarkCacheMemoryHitParallel$'                                     100000x
+	'^BenchmarkPoolSize$'                                                   3x
+)
+
+pgversion() {
+	if [ -n "${PGKIT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
+		psql "$PGKIT_TEST_DATABASE_URL" -Atc 'SELECT version()' 2>/dev/null && return
+	fi
+	{ command -v pg_config >/dev/null 2>&1 && "$(pg_config --bindir)/postgres" --version; } 2>/dev/null || echo unknown
+}
+redisversion() {
+	if [ -n "${PGKIT_TEST_REDIS_URL:-}" ] && command -v redis-cli >/dev/null 2>&1; then
+		redis-cli -u "$PGKIT_TEST_REDIS_URL" INFO server 2>/dev/null | awk -F: '/^redis_version/ {sub(/\r/, "", $2); print $2; f=1} END {if (!f) exit 1}' && return
+	fi
+	{ redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/v=//'; } || echo unknown
+}
+
+start=$(date +%s)
+$GO test -c -o bench/pgkit.test .
+{
+	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "go: $($GO env GOVERSION)"
+	echo "postgres: $(pgversion)"
+	echo "redis: $(redisversion)"
+	echo "cores: $(nproc)"
+	echo "loadavg-start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
+	echo "count: $COUNT"
+	echo "command: make bench"
+} >"$OUT"
+for ((i = 0; i < ${#families[@]}; i += 2)); do
+	pattern=${families[i]} benchtime=${families[i + 1]}
+	echo "# -bench '$pattern' -benchtime $benchtime -count $COUNT" >&2
+	./bench/pgkit.test -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" \
+		-test.count "$COUNT" -test.benchmem -test.timeout 30m | tee -a "$OUT"
+done
+end=$(date +%s)
+{
+	echo "loadavg-end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
+	echo "elapsed-seconds: $((end - start))"
+} >>"$OUT"
+rm -f bench/pgkit.test
+
+echo
+echo "make bench: $((end - start)) s; raw output in $OUT"
+$GO run ./internal/benchreport -in "$OUT" -summary
+if $GO run "$BENCHSTAT" "$OUT" >bench/benchstat.txt 2>bench/benchstat.log; then
+	echo "benchstat tables (median and 95% interval of every metric): bench/benchstat.txt"
+else
+	echo "benchstat failed (see bench/benchstat.log); the ratios above do not depend on it" >&2
+fi
