@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 GO ?= go
 GOLANGCI_LINT_VERSION ?= v2.15.0
+GOVULNCHECK_VERSION ?= v1.1.4
 TESTFLAGS ?=
+FUZZTIME ?= 10s
 
 .DEFAULT_GOAL := help
 
@@ -11,7 +13,7 @@ help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Check (and on Debian as root, install) PostgreSQL and Redis for tests and the demo.
+deps: ## Check (and on Debian as root, install) PostgreSQL, Redis, promtool and Chromium for tests and the demo.
 	@bash scripts/provision.sh
 
 .PHONY: demo
@@ -40,10 +42,21 @@ bench: deps ## Benchmarks, -count 6 (BENCH_COUNT), under 10 min: raw output to b
 bench-report: ## BENCHMARKS.md and docs/bench/*.svg from bench/results.txt (run make bench first).
 	$(GO) run ./internal/benchreport -in bench/results.txt -md BENCHMARKS.md -svg docs/bench
 
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10s); their seed corpora are in testdata/fuzz.
+	@for f in $$(grep -ho '^func Fuzz[A-Za-z0-9]*' *_test.go | cut -d' ' -f2); do \
+		echo "== $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
+.PHONY: loadtest
+loadtest: deps ## The chat service on a throwaway server: 1,000 WebSocket clients x 10 messages (every ack checked in the database), then the pool test against raw pgxpool.
+	bash examples/loadtest/run.sh
+
 .PHONY: lint
-lint: ## gofmt and golangci-lint (installed at a pinned version).
+lint: ## gofmt, golangci-lint and govulncheck (pinned versions; govulncheck needs vuln.go.dev).
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w on the files above"; exit 1; }
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./...
 
 .PHONY: tidy
 tidy: ## go mod tidy and gofmt -w.

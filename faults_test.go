@@ -103,6 +103,29 @@ func TestCutDuringCopy(t *testing.T) {
 	require.Zero(t, n, "all or nothing")
 }
 
+// TestCutAfterBytesDuringCopy: the connection is cut after a given number
+// of bytes of a COPY's data have reached the server, mid-message. Nothing of
+// the COPY is kept, and a retry on a fresh connection writes it whole.
+func TestCutAfterBytesDuringCopy(t *testing.T) {
+	t.Parallel()
+	url, proxy := proxied(t)
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2})
+	ctx := context.Background()
+	convID := seedConversation(t, db)
+	rows := messages(convID, 50_000, 0)
+
+	proxy.CutAfterBytes(300_000) // the COPY of 50,000 rows is about 2 MB
+	_, err := pgkit.CopyInsert(ctx, db, "messages", rows)
+	require.Error(t, err)
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `SELECT COUNT(*) FROM messages`).Scan(&n))
+	require.Zero(t, n, "all or nothing")
+
+	copied, err := pgkit.CopyInsert(ctx, db, "messages", rows)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(rows)), copied)
+}
+
 // TestLabelsBoundedUnderManyQueries: 10,000 distinct statements (each with
 // its own name comment and text) leave at most MaxQueryNames names, plus
 // pgkit's own, in the metrics.

@@ -20,6 +20,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	pairs   map[*pair]struct{}
 	cutOn   []byte        // armed by CutAfterReplyTo; nil when not armed
+	cutAt   int64         // armed by CutAfterBytes: client bytes still to forward; 0 when not armed
 	latency time.Duration // added before each server reply is forwarded
 	jitter  time.Duration // latency varies by up to ± jitter
 	paused  chan struct{} // non-nil while paused; closed by Resume
@@ -61,6 +62,15 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 func (p *Proxy) CutAfterReplyTo(pattern []byte) {
 	p.mu.Lock()
 	p.cutOn = pattern
+	p.mu.Unlock()
+}
+
+// CutAfterBytes arms the proxy: after n more bytes from clients (counted
+// across connections, from now) have been forwarded, the connection that
+// sent the n-th byte is cut, in the middle of whatever it was sending.
+func (p *Proxy) CutAfterBytes(n int64) {
+	p.mu.Lock()
+	p.cutAt = n
 	p.mu.Unlock()
 }
 
@@ -199,7 +209,19 @@ func (p *Proxy) clientToServer(pr *pair) {
 			if cut {
 				p.cutOn = nil
 			}
+			cutHere := -1
+			if p.cutAt > 0 {
+				if int64(n) >= p.cutAt {
+					cutHere, p.cutAt = int(p.cutAt), 0
+				} else {
+					p.cutAt -= int64(n)
+				}
+			}
 			p.mu.Unlock()
+			if cutHere >= 0 {
+				_, _ = pr.server.Write(buf[:cutHere])
+				return // drop closes both sides mid-message
+			}
 			if cut {
 				pr.once.Do(func() { close(pr.swallowReply) })
 			}
