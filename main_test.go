@@ -31,16 +31,25 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// find returns the attributes of the first record whose message contains msg.
-func (h *logRecorder) find(msg string) (map[string]slog.Value, bool) {
+// find returns the attributes of the first record whose message contains msg
+// and, for each pair of where (key, value, key, value...), whose attribute
+// key has that string value.
+func (h *logRecorder) find(msg string, where ...string) (map[string]slog.Value, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+next:
 	for _, r := range h.records {
-		if strings.Contains(r.Message, msg) {
-			attrs := map[string]slog.Value{}
-			r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value; return true })
-			return attrs, true
+		if !strings.Contains(r.Message, msg) {
+			continue
 		}
+		attrs := map[string]slog.Value{}
+		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value; return true })
+		for i := 0; i+1 < len(where); i += 2 {
+			if v, ok := attrs[where[i]]; !ok || v.String() != where[i+1] {
+				continue next
+			}
+		}
+		return attrs, true
 	}
 	return nil, false
 }
