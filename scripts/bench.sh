@@ -22,8 +22,8 @@ mkdir -p "$(dirname "$OUT")"
 # each run is one round, and the side that goes first alternates from run
 # to run.
 families=(
-	'^BenchmarkSelect1$|^BenchmarkLeakDetection$'                          10000x
-	'^BenchmarkCountUsers$'                                                 1000x
+	'^BenchmarkSelect1$|^BenchmarkLeakDetection$'                          50000x
+	'^BenchmarkCountUsers$'                                                 2000x
 	'^BenchmarkInTx$'                                                       5000x
 	'^BenchmarkTracer'                                                      300000x
 	'^BenchmarkBulk(CopyInsert|InsertReturning|UpdateMany|UpsertMany)$'     10x
