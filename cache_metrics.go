@@ -37,8 +37,7 @@ type cacheMetrics struct {
 	loadDuration prometheus.Histogram
 	storeErrors  prometheus.Counter
 
-	collectors []prometheus.Collector
-	reg        prometheus.Registerer
+	collectorSet
 }
 
 func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, error) {
@@ -60,23 +59,17 @@ func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, err
 			Name: "pgkit_cache_store_errors_total",
 			Help: "Store calls (get, set, delete) that failed or did not answer within CacheConfig.StoreTimeout.",
 		}),
-		reg: reg,
 	}
 	for r := range numCacheResults {
 		m.requests[r] = requests.WithLabelValues(cacheResultNames[r])
 	}
-	m.collectors = []prometheus.Collector{requests, m.loadDuration, m.storeErrors}
-	for i, col := range m.collectors {
-		if err := reg.Register(col); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-				return nil, cacheConfigError("Name", fmt.Sprintf(
-					"metrics of a cache named %q are already registered on this Registerer; give each cache its own Name (or Close the other first)", name))
-			}
-			return nil, fmt.Errorf("pgkit: registering cache metrics: %w", err)
-		}
+	err := m.register(reg, requests, m.loadDuration, m.storeErrors)
+	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+		return nil, cacheConfigError("Name", fmt.Sprintf(
+			"metrics of a cache named %q are already registered on this Registerer; give each cache its own Name (or Close the other first)", name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgkit: registering cache metrics: %w", err)
 	}
 	return m, nil
 }
@@ -100,10 +93,7 @@ func (m *cacheMetrics) storeError() {
 }
 
 func (m *cacheMetrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, col := range m.collectors {
-		m.reg.Unregister(col)
+	if m != nil {
+		m.collectorSet.unregister()
 	}
 }

@@ -40,8 +40,7 @@ type metrics struct {
 	txDuration prometheus.Histogram
 	txAttempts prometheus.Histogram
 
-	collectors []prometheus.Collector // for Unregister at Close
-	reg        prometheus.Registerer
+	collectorSet // for Unregister at Close
 }
 
 func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, error) {
@@ -101,7 +100,6 @@ func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, er
 			Buckets: []float64{1, 2, 3, 4, 5, 7, 10},
 		}),
 		pool: &poolCollector{},
-		reg:  reg,
 	}
 	txTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgkit_tx_total",
@@ -118,7 +116,7 @@ func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, er
 	for _, r := range []string{"serialization", "deadlock", "connection"} {
 		m.txRetries[r] = txRetries.WithLabelValues(r)
 	}
-	m.collectors = []prometheus.Collector{
+	err := m.register(reg,
 		m.queryDuration, m.queryErrors, m.slowQueries, m.rows,
 		m.acquireDuration, m.acquireTimeouts, m.holdDuration, m.connectDuration, m.leaks,
 		txTotal, txRetries, m.txDuration, m.txAttempts,
@@ -131,18 +129,13 @@ func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, er
 			Help: "Connections checked out for longer than Config.LeakThreshold right now.",
 		}, func() float64 { return float64(t.leaked.Load()) }),
 		m.pool,
+	)
+	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+		return nil, &ConfigError{Field: "Name", Reason: fmt.Sprintf(
+			"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
 	}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-				return nil, &ConfigError{Field: "Name", Reason: fmt.Sprintf(
-					"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
-			}
-			return nil, fmt.Errorf("pgkit: registering metrics: %w", err)
-		}
+	if err != nil {
+		return nil, fmt.Errorf("pgkit: registering metrics: %w", err)
 	}
 	return m, nil
 }
@@ -150,11 +143,37 @@ func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, er
 // unregister removes the metrics, so a DB of the same Name can be opened
 // again after Close.
 func (m *metrics) unregister() {
-	if m == nil {
-		return
+	if m != nil {
+		m.collectorSet.unregister()
 	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
+}
+
+// collectorSet is collectors registered together on one Registerer and
+// unregistered together when their owner closes (a DB, a Writer, a Cache),
+// so that its name can be used again.
+type collectorSet struct {
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+// register registers every collector, or none: on the first error it
+// unregisters those already registered and returns the error.
+func (s *collectorSet) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	s.reg, s.collectors = reg, cs
+	return nil
+}
+
+func (s *collectorSet) unregister() {
+	for _, c := range s.collectors {
+		s.reg.Unregister(c)
 	}
 }
 

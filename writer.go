@@ -420,13 +420,12 @@ func isTransient(err error) bool {
 // writerMetrics are a Writer's metrics, labelled pool and writer; nil without
 // a Registerer.
 type writerMetrics struct {
-	reg        prometheus.Registerer
-	collectors []prometheus.Collector
-	written    prometheus.Counter
-	failed     prometheus.Counter
-	flush      prometheus.Histogram
-	batch      prometheus.Histogram
-	retries    prometheus.Counter
+	collectorSet
+	written prometheus.Counter
+	failed  prometheus.Counter
+	flush   prometheus.Histogram
+	batch   prometheus.Histogram
+	retries prometheus.Counter
 }
 
 func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func() float64, capacity float64) (*writerMetrics, error) {
@@ -439,7 +438,6 @@ func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func()
 		Help: "Items the writer finished, by outcome: written, or failed (handed to OnError).",
 	}, []string{"outcome"})
 	m := &writerMetrics{
-		reg:     reg,
 		written: items.WithLabelValues("written"),
 		failed:  items.WithLabelValues("failed"),
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -454,31 +452,23 @@ func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func()
 			Name: "pgkit_writer_retries_total", Help: "Batch writes retried after a transient failure.",
 		}),
 	}
-	m.collectors = []prometheus.Collector{items, m.flush, m.batch, m.retries,
+	err := m.register(reg, items, m.flush, m.batch, m.retries,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pgkit_writer_queue_depth", Help: "Items queued and not yet taken into a batch.",
 		}, depth),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pgkit_writer_queue_capacity", Help: "WriterConfig.QueueSize: the most items the queue holds.",
 		}, func() float64 { return capacity }),
-	}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("pgkit: registering the metrics of writer %q (give each writer its own Name): %w", name, err)
-		}
+	)
+	if err != nil {
+		return nil, fmt.Errorf("pgkit: registering the metrics of writer %q (give each writer its own Name): %w", name, err)
 	}
 	return m, nil
 }
 
 func (m *writerMetrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
+	if m != nil {
+		m.collectorSet.unregister()
 	}
 }
 
