@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -43,6 +44,8 @@ const (
 	DefaultSlowQueryBuffer          = 100
 	DefaultMaxQueryNames            = 200
 	DefaultTenantSetting            = "app.tenant_id"
+	DefaultMaxReplicaLag            = 10 * time.Second
+	DefaultReplicaCheckPeriod       = 5 * time.Second
 )
 
 // DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
@@ -168,6 +171,38 @@ type Config struct {
 	// costs each checkout about a microsecond. Default 0: off.
 	LeakThreshold time.Duration
 
+	// PgBouncer says the URLs point at PgBouncer (or another pooler) in
+	// transaction pooling mode, where consecutive transactions of one client
+	// connection may run on different server connections. pgkit then keeps
+	// nothing on a server connection between transactions: statements are
+	// described, not prepared (QueryExecModeCacheDescribe, unless the URL's
+	// default_query_exec_mode says otherwise); only application_name goes
+	// in the startup packet, and StatementTimeout, IdleInTransactionTimeout
+	// and jit are set with SET LOCAL at the start of every transaction that
+	// InTx, Begin or BeginTx opens; a canceled context cancels the running
+	// statement with a cancel request through PgBouncer rather than by
+	// closing the connection. Statements outside a transaction run with the
+	// server's settings for the role: Open warns when they differ from
+	// Config. Default false.
+	PgBouncer bool
+
+	// ReplicaURLs are streaming replicas (hot standbys) of the primary in
+	// URL, for DB.Reader and InTx with OnReplica. Each gets a pool with the
+	// primary's settings; a URL gives the host, port, database, user,
+	// password and TLS settings, its pool_* parameters are ignored. Open
+	// does not fail when a replica is down: it is skipped until a check
+	// finds it healthy. Default: none, and Reader is the primary.
+	ReplicaURLs []string
+	// MaxReplicaLag: a replica whose replay is further behind the primary
+	// (now() − pg_last_xact_replay_timestamp(), counted only while WAL it
+	// received is waiting to be replayed) is skipped. Default 10s; Disabled
+	// never skips a replica for lag.
+	MaxReplicaLag time.Duration
+	// ReplicaCheckPeriod is how often every replica is checked (a query on
+	// one of its connections, within HealthTimeout); a replica that fails
+	// is skipped until a later check passes. Default 5s.
+	ReplicaCheckPeriod time.Duration
+
 	// Logger receives pgkit's logs. Default: none.
 	Logger *slog.Logger
 	// Registerer receives pgkit's Prometheus metrics. Default: none.
@@ -233,6 +268,8 @@ func (cfg *Config) validate() error {
 		{"KeepaliveInterval", cfg.KeepaliveInterval, false},
 		{"HealthTimeout", cfg.HealthTimeout, false},
 		{"LeakThreshold", cfg.LeakThreshold, false},
+		{"MaxReplicaLag", cfg.MaxReplicaLag, true},
+		{"ReplicaCheckPeriod", cfg.ReplicaCheckPeriod, false},
 	}
 	for _, d := range durations {
 		if d.d == Disabled && d.canDisable {
@@ -287,6 +324,8 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	set(&cfg.KeepaliveIdle, "", 0, DefaultKeepaliveIdle)
 	set(&cfg.KeepaliveInterval, "", 0, DefaultKeepaliveInterval)
 	set(&cfg.HealthTimeout, "", 0, DefaultHealthTimeout)
+	set(&cfg.MaxReplicaLag, "", 0, DefaultMaxReplicaLag)
+	set(&cfg.ReplicaCheckPeriod, "", 0, DefaultReplicaCheckPeriod)
 	if cfg.KeepaliveCount == 0 {
 		cfg.KeepaliveCount = DefaultKeepaliveCount
 	}
@@ -325,8 +364,9 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	}
 }
 
-// configure writes the effective cfg into the pgxpool config.
-func (cfg *Config) configure(pcfg *pgxpool.Config) {
+// configure writes the effective cfg into the pgxpool config parsed from a
+// connection string that sets params.
+func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 	pcfg.MaxConns = cfg.MaxConns
 	pcfg.MinConns = cfg.MinConns
 	pcfg.MinIdleConns = cfg.MinIdleConns
@@ -358,6 +398,40 @@ func (cfg *Config) configure(pcfg *pgxpool.Config) {
 	}
 	setTimeout("statement_timeout", cfg.StatementTimeout)
 	setTimeout("idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout)
+	if cfg.PgBouncer {
+		configurePgBouncer(pcfg, params)
+	}
+}
+
+// trace installs t, composed with Config.Tracer, on the pool's connections.
+func (cfg *Config) trace(pcfg *pgxpool.Config, t *tracer) {
+	pcfg.ConnConfig.Tracer = t
+	pcfg.BeforeClose = t.connClosed
+	if cfg.Tracer != nil {
+		// pgkit's last: its acquire context wraps the user's, and is reused
+		// once its own TraceAcquireEnd has run, which must then come last.
+		pcfg.ConnConfig.Tracer = multitracer.New(cfg.Tracer, t)
+	}
+}
+
+// replicaConfigs parses ReplicaURLs into pool configs with the effective
+// settings of cfg.
+func (cfg *Config) replicaConfigs() ([]*pgxpool.Config, error) {
+	out := make([]*pgxpool.Config, len(cfg.ReplicaURLs))
+	for i, u := range cfg.ReplicaURLs {
+		params := connParams(u)
+		field := fmt.Sprintf("ReplicaURLs[%d]", i)
+		if u == "" {
+			return nil, &ConfigError{Field: field, Reason: "empty"}
+		}
+		pcfg, err := pgxpool.ParseConfig(u)
+		if err != nil {
+			return nil, redact(&ConfigError{Field: field, Reason: "cannot parse", Err: err}, params["password"])
+		}
+		cfg.configure(pcfg, params)
+		out[i] = pcfg
+	}
+	return out, nil
 }
 
 // serverDuration reads a PostgreSQL time setting as given in a connection

@@ -23,7 +23,8 @@ func HealthHandler(db *DB) http.Handler {
 }
 
 // StatsHandler serves the admin db-stats endpoint: JSON with pool_stats,
-// healthy (the health check found the database up) and timestamp (RFC 3339,
+// healthy (the health check found the database up), replicas (with
+// Config.ReplicaURLs: each one's latest check) and timestamp (RFC 3339,
 // UTC). Callers for whom authorize returns false, and every caller when
 // authorize is nil, get 401 with a JSON error: pool statistics are for
 // operators, not the public.
@@ -36,10 +37,11 @@ func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 		}
 		report := db.Health(r.Context())
 		writeJSON(w, http.StatusOK, struct {
-			PoolStats PoolStats `json:"pool_stats"`
-			Healthy   bool      `json:"healthy"`
-			Timestamp string    `json:"timestamp"`
-		}{report.Pool, report.Status == StatusUp, time.Now().UTC().Format(time.RFC3339)})
+			PoolStats PoolStats       `json:"pool_stats"`
+			Healthy   bool            `json:"healthy"`
+			Replicas  []ReplicaStatus `json:"replicas,omitempty"`
+			Timestamp string          `json:"timestamp"`
+		}{report.Pool, report.Status == StatusUp, report.Replicas, time.Now().UTC().Format(time.RFC3339)})
 	})
 }
 

@@ -39,6 +39,10 @@ type HealthReport struct {
 	InRecovery bool
 	// Pool is the pool's statistics at the end of the check.
 	Pool PoolStats
+	// Replicas is the latest check of each of Config.ReplicaURLs (they are
+	// checked every ReplicaCheckPeriod, not by Health). A replica that is
+	// down does not change Status: reads fall back to the primary.
+	Replicas []ReplicaStatus
 	// CheckedAt is when the check finished.
 	CheckedAt time.Time
 }
@@ -47,14 +51,15 @@ type HealthReport struct {
 // milliseconds.
 func (r HealthReport) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Status        HealthStatus `json:"status"`
-		Reason        string       `json:"reason,omitempty"`
-		LatencyMS     float64      `json:"latency_ms"`
-		ServerVersion string       `json:"server_version,omitempty"`
-		InRecovery    bool         `json:"in_recovery"`
-		Pool          PoolStats    `json:"pool"`
-		CheckedAt     time.Time    `json:"checked_at"`
-	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, r.CheckedAt.UTC()})
+		Status        HealthStatus    `json:"status"`
+		Reason        string          `json:"reason,omitempty"`
+		LatencyMS     float64         `json:"latency_ms"`
+		ServerVersion string          `json:"server_version,omitempty"`
+		InRecovery    bool            `json:"in_recovery"`
+		Pool          PoolStats       `json:"pool"`
+		Replicas      []ReplicaStatus `json:"replicas,omitempty"`
+		CheckedAt     time.Time       `json:"checked_at"`
+	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, r.Replicas, r.CheckedAt.UTC()})
 }
 
 // Health checks the database within Config.HealthTimeout (default 1s) and
@@ -67,6 +72,7 @@ func (db *DB) Health(ctx context.Context) HealthReport {
 
 	r := db.health(ctx)
 	r.Pool = db.PoolStats()
+	r.Replicas = db.Replicas()
 	r.CheckedAt = time.Now()
 	if r.Status != StatusUp {
 		db.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: database health check failed",

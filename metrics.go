@@ -1,12 +1,12 @@
 package pgkit
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,9 +19,10 @@ var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 // hold one for milliseconds, a leak for minutes.
 var holdBuckets = []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300}
 
-// metrics is every Prometheus metric pgkit exports, registered on
-// Config.Registerer with a const label pool=<Config.Name>. A DB without a
-// Registerer has none (t.m == nil) and pays nothing for them.
+// metrics is every Prometheus metric pgkit exports for the pools of one role,
+// registered on Config.Registerer with const labels pool=<Config.Name> and
+// role (primary, or replica for all of Config.ReplicaURLs together). A DB
+// without a Registerer has none (t.m == nil) and pays nothing for them.
 type metrics struct {
 	queryDuration *prometheus.HistogramVec // name, op, outcome
 	queryErrors   *prometheus.CounterVec   // name, sqlstate_class
@@ -43,11 +44,17 @@ type metrics struct {
 	collectorSet // for Unregister at Close
 }
 
-func newMetrics(reg prometheus.Registerer, pool string, t *tracer) (*metrics, error) {
+// The "role" label: which servers a pool's connections go to.
+const (
+	rolePrimary = "primary"
+	roleReplica = "replica"
+)
+
+func newMetrics(reg prometheus.Registerer, pool, role string, t *tracer) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool}, reg)
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "role": role}, reg)
 	m := &metrics{
 		queryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pgkit_query_duration_seconds",
@@ -179,9 +186,16 @@ func (s *collectorSet) unregister() {
 
 // poolCollector reads pgxpool's statistics at scrape time, like
 // client_golang's collectors.NewDBStatsCollector does for database/sql, and
-// runs DB.Health for pgkit_database_up.
+// asks its source whether the database is up (DB.Health for the primary).
 type poolCollector struct {
-	db atomic.Pointer[DB] // set by Open once the pool exists
+	src atomic.Pointer[poolSource] // set by Open once the pools exist
+}
+
+// poolSource is what a poolCollector reads: the pools of its role, summed,
+// and whether the role's servers are up.
+type poolSource struct {
+	pools func() []*pgxpool.Pool
+	up    func() bool
 }
 
 var (
@@ -200,7 +214,7 @@ var (
 	descClosed       = prometheus.NewDesc("pgkit_pool_closed_connections_total",
 		"Connections closed by the pool, by reason (lifetime: MaxConnLifetime; idle: MaxConnIdleTime).", []string{"reason"}, nil)
 	descUp = prometheus.NewDesc("pgkit_database_up",
-		"1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded; 0 when down. The check takes a connection like any caller.", nil, nil)
+		"Primary: 1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded, 0 when down; the check takes a connection like any caller. Replica: 1 when at least one replica passed its latest check.", nil, nil)
 )
 
 func poolDesc(name, help string) *prometheus.Desc {
@@ -217,34 +231,60 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	db := c.db.Load()
-	if db == nil { // registered during Open, before the pool exists
+	src := c.src.Load()
+	if src == nil { // registered during Open, before the pools exist
 		return
 	}
-	s := db.pool.Stat()
+	var s poolStat
+	for _, p := range src.pools() {
+		s.add(p.Stat())
+	}
 	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	gauge(descMaxConns, float64(s.MaxConns()))
-	gauge(descTotalConns, float64(s.TotalConns()))
-	gauge(descIdleConns, float64(s.IdleConns()))
-	gauge(descAcquired, float64(s.AcquiredConns()))
-	gauge(descConstructing, float64(s.ConstructingConns()))
-	gauge(descUtilization, float64(s.AcquiredConns())/float64(max(s.MaxConns(), 1)))
-	counter(descAcquires, float64(s.AcquireCount()))
-	counter(descEmpty, float64(s.EmptyAcquireCount()))
-	counter(descCanceled, float64(s.CanceledAcquireCount()))
-	counter(descAcquireWait, s.AcquireDuration().Seconds())
-	counter(descEmptyWait, s.EmptyAcquireWaitTime().Seconds())
-	counter(descNewConns, float64(s.NewConnsCount()))
-	counter(descClosed, float64(s.MaxLifetimeDestroyCount()), "lifetime")
-	counter(descClosed, float64(s.MaxIdleDestroyCount()), "idle")
-	up := 1.0
-	if db.Health(context.Background()).Status == StatusDown {
-		up = 0
+	gauge(descMaxConns, float64(s.max))
+	gauge(descTotalConns, float64(s.total))
+	gauge(descIdleConns, float64(s.idle))
+	gauge(descAcquired, float64(s.acquired))
+	gauge(descConstructing, float64(s.constructing))
+	gauge(descUtilization, float64(s.acquired)/float64(max(s.max, 1)))
+	counter(descAcquires, float64(s.acquires))
+	counter(descEmpty, float64(s.empty))
+	counter(descCanceled, float64(s.canceled))
+	counter(descAcquireWait, s.acquireWait.Seconds())
+	counter(descEmptyWait, s.emptyWait.Seconds())
+	counter(descNewConns, float64(s.newConns))
+	counter(descClosed, float64(s.closedLifetime), "lifetime")
+	counter(descClosed, float64(s.closedIdle), "idle")
+	up := 0.0
+	if src.up() {
+		up = 1
 	}
 	gauge(descUp, up)
+}
+
+// poolStat is pgxpool.Stat summed over the pools of a role.
+type poolStat struct {
+	max, total, idle, acquired, constructing                        int32
+	acquires, empty, canceled, newConns, closedLifetime, closedIdle int64
+	acquireWait, emptyWait                                          time.Duration
+}
+
+func (s *poolStat) add(p *pgxpool.Stat) {
+	s.max += p.MaxConns()
+	s.total += p.TotalConns()
+	s.idle += p.IdleConns()
+	s.acquired += p.AcquiredConns()
+	s.constructing += p.ConstructingConns()
+	s.acquires += p.AcquireCount()
+	s.empty += p.EmptyAcquireCount()
+	s.canceled += p.CanceledAcquireCount()
+	s.newConns += p.NewConnsCount()
+	s.closedLifetime += p.MaxLifetimeDestroyCount()
+	s.closedIdle += p.MaxIdleDestroyCount()
+	s.acquireWait += p.AcquireDuration()
+	s.emptyWait += p.EmptyAcquireWaitTime()
 }
 
 // op is what pgx traced: the "op" label.

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -21,6 +20,9 @@ type DB struct {
 	logger *slog.Logger
 
 	catalog sync.Map // table name -> *tableInfo, for the bulk helpers
+
+	replicas      *replicaSet // nil without Config.ReplicaURLs
+	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
 }
 
 // Querier is what every pgkit helper takes, so that it runs inside or outside
@@ -39,9 +41,10 @@ var (
 	_ Querier = (*pgxpool.Conn)(nil)
 )
 
-// Open validates cfg, builds the pool and, unless cfg.LazyConnect is set,
-// reaches the server within ConnectTimeout. It warns through cfg.Logger when
-// MaxConns exceeds what the server can give. Close the DB when done.
+// Open validates cfg, builds the pool (and one per Config.ReplicaURLs) and,
+// unless cfg.LazyConnect is set, reaches the server within ConnectTimeout and
+// checks the replicas once. It warns through cfg.Logger when MaxConns exceeds
+// what the server can give. Close the DB when done.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
 	params := connParams(cfg.URL)
 	password := params["password"]
@@ -53,34 +56,48 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, redact(&ConfigError{Field: "URL", Reason: "cannot parse", Err: err}, password)
 	}
 	cfg.applyDefaults(params, pcfg)
-	cfg.configure(pcfg)
+	cfg.configure(pcfg, params)
+	replicas, err := cfg.replicaConfigs()
+	if err != nil {
+		return nil, err
+	}
 
 	db := &DB{cfg: cfg, logger: cfg.Logger}
 	db.cfg.URL = redactedURL(pcfg)
-	if db.tracer, err = newTracer(db.cfg); err != nil {
+	db.cfg.ReplicaURLs = make([]string, len(replicas))
+	for i, rc := range replicas {
+		db.cfg.ReplicaURLs[i] = redactedURL(rc)
+	}
+	db.localSettings = cfg.localSettings()
+	if db.tracer, err = newTracer(db.cfg, rolePrimary, newSlowRing(cfg.SlowQueryBuffer)); err != nil {
 		return nil, err
 	}
-	pcfg.ConnConfig.Tracer = db.tracer
-	pcfg.BeforeClose = db.tracer.connClosed
-	if cfg.Tracer != nil {
-		// pgkit's last: its acquire context wraps the user's, and is reused
-		// once its own TraceAcquireEnd has run, which must then come last.
-		pcfg.ConnConfig.Tracer = multitracer.New(cfg.Tracer, db.tracer)
-	}
-
+	db.cfg.trace(pcfg, db.tracer)
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
 		return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
 	}
 	if db.tracer.m != nil {
-		db.tracer.m.pool.db.Store(db)
+		db.tracer.m.pool.src.Store(&poolSource{
+			pools: func() []*pgxpool.Pool { return []*pgxpool.Pool{db.pool} },
+			up:    func() bool { return db.Health(context.Background()).Status != StatusDown },
+		})
+	}
+	if len(replicas) > 0 {
+		if db.replicas, err = newReplicaSet(db, replicas); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	if !cfg.LazyConnect {
 		if err := db.checkServer(ctx); err != nil {
 			db.Close()
-			return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
+			return nil, redact(fmt.Errorf("pgkit: open: %w", pgBouncerHint(err, cfg.PgBouncer)), password)
 		}
+	}
+	if db.replicas != nil {
+		db.replicas.start(ctx, !cfg.LazyConnect)
 	}
 	return db, nil
 }
@@ -100,6 +117,9 @@ func (db *DB) checkServer(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if db.cfg.PgBouncer {
+		return db.checkPoolerSettings(ctx, conn)
+	}
 	var maxConns, reserved int32
 	err = conn.QueryRow(ctx, `SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int`).Scan(&maxConns, &reserved)
 	if err != nil {
@@ -130,9 +150,12 @@ func (db *DB) Config() Config { return db.cfg }
 // DB's, AcquireTimeout included.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// Close closes every connection, waits for acquired ones to be released,
-// stops pgkit's goroutines and unregisters its metrics.
+// Close closes every connection, replicas' included, waits for acquired ones
+// to be released, stops pgkit's goroutines and unregisters its metrics.
 func (db *DB) Close() {
+	if db.replicas != nil {
+		db.replicas.close()
+	}
 	db.pool.Close()
 	db.tracer.close()
 }
@@ -168,11 +191,13 @@ func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnName
 
 // Begin starts a transaction on a pool connection, released by Commit or
 // Rollback. Prefer InTx, which cannot forget either.
-func (db *DB) Begin(ctx context.Context) (pgx.Tx, error) { return db.pool.Begin(ctx) }
+func (db *DB) Begin(ctx context.Context) (pgx.Tx, error) {
+	return db.pool.BeginTx(ctx, db.txOptions(pgx.TxOptions{}))
+}
 
 // BeginTx is Begin with transaction options.
 func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	return db.pool.BeginTx(ctx, opts)
+	return db.pool.BeginTx(ctx, db.txOptions(opts))
 }
 
 // Acquire checks a connection out of the pool; Release it when done.

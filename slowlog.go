@@ -16,7 +16,9 @@ import (
 // SlowQuery is one statement that took longer than Config.SlowQueryThreshold,
 // as kept by DB.SlowQueries. It holds no argument values.
 type SlowQuery struct {
-	Time     time.Time     `json:"time"`
+	Time time.Time `json:"time"`
+	// Role is where it ran: "primary", or "replica" (DB.Reader, OnReplica).
+	Role     string        `json:"role"`
 	Name     string        `json:"name"`
 	Op       string        `json:"op"`
 	Duration time.Duration `json:"duration_ns"`
@@ -64,6 +66,8 @@ func (r *slowRing) list() []SlowQuery {
 // SlowQueries returns the most recent slow statements, newest first: at most
 // Config.SlowQueryBuffer of them (default 100).
 func (db *DB) SlowQueries() []SlowQuery { return db.tracer.ring.list() }
+
+func newSlowRing(size int) *slowRing { return &slowRing{buf: make([]SlowQuery, size)} }
 
 // foldSQL collapses every run of whitespace to one space and cuts the result
 // at limit bytes (on a rune boundary), marking the cut with "…".
@@ -140,7 +144,7 @@ func (t *tracer) logStatement(ctx context.Context, f *finished) {
 	}
 	sql := foldSQL(f.sql, t.cfg.MaxLoggedSQL)
 	if f.slow {
-		t.ring.add(SlowQuery{Time: time.Now(), Name: f.name, Op: opNames[f.op], Duration: f.duration,
+		t.ring.add(SlowQuery{Time: time.Now(), Role: t.role, Name: f.name, Op: opNames[f.op], Duration: f.duration,
 			SQL: sql, Rows: f.rows, SQLState: sqlState})
 	}
 	if !t.logger.Enabled(ctx, level) {

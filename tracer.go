@@ -26,7 +26,8 @@ type tracer struct {
 	logger *slog.Logger
 	m      *metrics // nil without a Registerer
 	names  *nameRegistry
-	ring   slowRing
+	role   string        // rolePrimary or roleReplica
+	ring   *slowRing     // shared by a DB's primary and replica tracers
 	leaks  *leakDetector // nil without a LeakThreshold
 
 	closeOnce sync.Once
@@ -36,13 +37,13 @@ type tracer struct {
 	leaked          atomic.Int64 // connections held past LeakThreshold right now
 }
 
-// newTracer builds the tracer of a DB from its effective config, with its
-// metrics registered and, when LeakThreshold is set, the leak detector
-// running; close undoes both.
-func newTracer(cfg Config) (*tracer, error) {
-	t := &tracer{cfg: cfg, logger: cfg.Logger}
-	t.ring.buf = make([]SlowQuery, cfg.SlowQueryBuffer)
-	m, err := newMetrics(cfg.Registerer, cfg.Name, t)
+// newTracer builds the tracer of a DB's pools of one role from the DB's
+// effective config, with its metrics registered and, when LeakThreshold is
+// set, the leak detector running; close undoes both. Slow statements go to
+// ring.
+func newTracer(cfg Config, role string, ring *slowRing) (*tracer, error) {
+	t := &tracer{cfg: cfg, logger: cfg.Logger, role: role, ring: ring}
+	m, err := newMetrics(cfg.Registerer, cfg.Name, role, t)
 	if err != nil {
 		return nil, err
 	}

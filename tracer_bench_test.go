@@ -22,7 +22,7 @@ func benchTracer(b *testing.B, leak time.Duration) (*tracer, *pgx.Conn) {
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	require.NoError(b, err)
 	cfg.applyDefaults(connParams(cfg.URL), pcfg)
-	t, err := newTracer(cfg)
+	t, err := newTracer(cfg, rolePrimary, newSlowRing(cfg.SlowQueryBuffer))
 	require.NoError(b, err)
 	b.Cleanup(t.close)
 	conn, err := pgx.Connect(context.Background(), pgtest.NewDatabase(b))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +49,12 @@ func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOpti
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.replica {
+		o.tx.AccessMode = pgx.ReadOnly
+		if o.tx.IsoLevel == pgx.Serializable && o.err == nil {
+			o.err = errors.New("pgkit: OnReplica: a standby cannot run SERIALIZABLE transactions; use repeatable read, or the primary")
+		}
+	}
 	if o.err != nil {
 		return o.err
 	}
@@ -64,6 +69,7 @@ type txOptions struct {
 	timeout time.Duration
 	retry   *RetryPolicy
 	tenant  *string
+	replica bool
 	err     error
 }
 
@@ -75,6 +81,16 @@ func WithIsolation(level pgx.TxIsoLevel) TxOption {
 
 // ReadOnly makes the transaction READ ONLY.
 func ReadOnly() TxOption { return func(o *txOptions) { o.tx.AccessMode = pgx.ReadOnly } }
+
+// OnReplica lets the transaction run on one of Config.ReplicaURLs, picked as
+// DB.Reader picks (the primary when none is healthy), and makes it READ ONLY.
+// Without it a transaction always runs on the primary, ReadOnly or not: a
+// replica lags behind, and only the caller knows whether that is fine. A
+// standby cannot run SERIALIZABLE transactions, so OnReplica with
+// WithIsolation(pgx.Serializable) is refused.
+func OnReplica() TxOption {
+	return func(o *txOptions) { o.replica = true }
+}
 
 // Deferrable makes a SERIALIZABLE READ ONLY transaction DEFERRABLE: it may
 // wait to start, then never fails with a serialization error.
@@ -159,8 +175,8 @@ func (t *tx) OnCommit(fn func(ctx context.Context)) {
 
 // begin on a Tx runs fn in a savepoint.
 func (t *tx) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
-	if o.tx != (pgx.TxOptions{}) || o.retry != nil || o.tenant != nil {
-		return errors.New("pgkit: InTx on a Tx makes a savepoint: isolation, access mode, WithRetry and WithTenant belong to the outer transaction")
+	if o.tx != (pgx.TxOptions{}) || o.retry != nil || o.tenant != nil || o.replica {
+		return errors.New("pgkit: InTx on a Tx makes a savepoint: isolation, access mode, OnReplica, WithRetry and WithTenant belong to the outer transaction")
 	}
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
@@ -265,8 +281,15 @@ type attemptTx struct {
 // attempt is one BEGIN … COMMIT. It returns the attempt's tx when it got
 // one, so the caller can run its hooks or judge a failure.
 func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*attemptTx, error) {
-	ptx, err := db.pool.BeginTx(ctx, o.tx)
+	pool, r := db.pool, (*replica)(nil)
+	if o.replica && db.replicas != nil {
+		pool, r = db.replicas.pick()
+	}
+	ptx, err := pool.BeginTx(ctx, db.txOptions(o.tx))
 	if err != nil {
+		if r != nil {
+			r.failed(err)
+		}
 		return nil, err
 	}
 	a := &attemptTx{tx: &tx{Tx: ptx, db: db}}
@@ -316,7 +339,7 @@ func retryReason(err error, a *attemptTx) string {
 			return "serialization"
 		case pgErr.Code == "40P01":
 			return "deadlock"
-		case strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03":
+		case connectionLost(pgErr.Code):
 			// Connection exceptions, and the server ending the session
 			// (terminated, shutting down, starting up): before COMMIT, the
 			// transaction died with the session.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure what `make test` and `make demo` need can be had: PostgreSQL
 # server binaries (or PGKIT_TEST_DATABASE_URL / PGKIT_DATABASE_URL),
-# redis-server (or PGKIT_TEST_REDIS_URL), promtool (Debian's prometheus
-# package) for the alert rules, and chromium for the dashboard's browser test.
+# redis-server (or PGKIT_TEST_REDIS_URL), pgbouncer for the tests that run
+# pgkit through PgBouncer in transaction pooling mode (pgtest.StartPgBouncer),
+# promtool (Debian's prometheus package) for the alert rules, and chromium for
+# the dashboard's browser test.
 # On Debian, as root or with sudo, it installs what is missing; elsewhere it
 # stops with the command to run.
 set -euo pipefail
@@ -19,6 +21,8 @@ fi
 if [ -z "${PGKIT_TEST_REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
 	missing+=(redis-server)
 fi
+# Debian installs it in /usr/sbin, which a non-root PATH often lacks.
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -33,7 +37,7 @@ if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" 
 fi
 echo "provision: missing ${missing[*]}. Install them, for example:" >&2
 echo "  sudo apt-get install ${missing[*]}      (Debian/Ubuntu)" >&2
-echo "  brew install postgresql redis prometheus chromium   (macOS)" >&2
+echo "  brew install postgresql redis pgbouncer prometheus chromium   (macOS)" >&2
 echo "or point the tests at running servers with PGKIT_TEST_DATABASE_URL and PGKIT_TEST_REDIS_URL," >&2
 echo "or run a Docker engine (the test harness then uses testcontainers)." >&2
 exit 1

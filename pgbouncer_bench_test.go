@@ -1,0 +1,65 @@
+package pgkit_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+)
+
+// benchBouncerQuery is a typical read: the last ten messages of a
+// conversation, by an indexed key passed as an argument.
+const benchBouncerQuery = `SELECT id, role, content FROM messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT 10`
+
+// BenchmarkPgBouncer measures pgkit through a PgBouncer in transaction mode
+// (8 server connections) from 64 goroutines on 64 client connections:
+//
+//   - exec-mode: the query modes that leave nothing on a server connection,
+//     QueryExecModeExec against QueryExecModeCacheDescribe (Config.PgBouncer's
+//     default);
+//   - vs-direct: pgkit direct to PostgreSQL on 8 connections (prepared
+//     statements) against pgkit through PgBouncer;
+//   - tx: a short InTx (BEGIN with the SET LOCALs, the query, COMMIT),
+//     direct against through PgBouncer.
+//
+//	go test -run '^$' -bench BenchmarkPgBouncer -benchtime 20000x -count 3
+func BenchmarkPgBouncer(b *testing.B) {
+	url := pgtest.NewDatabase(b)
+	direct := benchDBOn(b, url, 8, pgkit.Config{})
+	convID := seedConversation(b, direct)
+	_, err := pgkit.CopyInsert(context.Background(), direct, "messages", messages(convID, 1000, 0))
+	require.NoError(b, err)
+	bouncer := pgtest.StartPgBouncer(b, url, pgtest.PgBouncerOptions{DefaultPoolSize: 8})
+	describe := benchDBOn(b, bouncer, 64, pgkit.Config{PgBouncer: true})
+	exec := benchDBOn(b, bouncer+"&default_query_exec_mode=exec", 64, pgkit.Config{PgBouncer: true})
+
+	read := func(q pgkit.Querier) func(context.Context) error {
+		return func(ctx context.Context) error {
+			rows, err := q.Query(ctx, benchBouncerQuery, convID)
+			if err != nil {
+				return err
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+				ID            int64
+				Role, Content string
+			}])
+			if err == nil && len(got) != 10 {
+				err = fmt.Errorf("got %d rows, want 10", len(got))
+			}
+			return err
+		}
+	}
+	inTx := func(db *pgkit.DB) func(context.Context) error {
+		return func(ctx context.Context) error {
+			return pgkit.InTx(ctx, db, func(tx pgkit.Tx) error { return read(tx)(ctx) })
+		}
+	}
+	b.Run("exec-mode", func(b *testing.B) { benchAB(b, 64, "exec", read(exec), "cache-describe", read(describe)) })
+	b.Run("vs-direct", func(b *testing.B) { benchAB(b, 64, "direct", read(direct), "pgbouncer", read(describe)) })
+	b.Run("tx", func(b *testing.B) { benchAB(b, 64, "direct", inTx(direct), "pgbouncer", inTx(describe)) })
+}

@@ -1,0 +1,362 @@
+package pgkit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ReplicaStatus is the latest check of one of Config.ReplicaURLs.
+type ReplicaStatus struct {
+	// Addr is the replica's host:port.
+	Addr string `json:"addr"`
+	// Healthy: the replica answered the latest check within HealthTimeout.
+	Healthy bool `json:"healthy"`
+	// InRecovery is pg_is_in_recovery(): false once a replica was promoted.
+	InRecovery bool `json:"in_recovery"`
+	// Lag is how far replay was behind when checked: zero when everything
+	// received was replayed, else now() − pg_last_xact_replay_timestamp().
+	Lag time.Duration `json:"-"`
+	// Usable: healthy and Lag within Config.MaxReplicaLag, so DB.Reader and
+	// OnReplica send it work.
+	Usable bool `json:"usable"`
+	// Reason says why it is not usable; empty when it is.
+	Reason string `json:"reason,omitempty"`
+	// CheckedAt is when the status was last set (zero before the first
+	// check).
+	CheckedAt time.Time `json:"checked_at"`
+}
+
+// MarshalJSON writes the status with the lag in seconds.
+func (s ReplicaStatus) MarshalJSON() ([]byte, error) {
+	type plain ReplicaStatus
+	return json.Marshal(struct {
+		plain
+		LagSeconds float64 `json:"lag_seconds"`
+	}{plain(s), s.Lag.Seconds()})
+}
+
+// Reader returns the Querier for read-only work that may see data a moment
+// old: each call goes to the next usable replica in turn (round robin), or to
+// the primary when none is usable or there is no Config.ReplicaURLs. A
+// replica is usable when its latest check (every ReplicaCheckPeriod) passed
+// and its lag is within MaxReplicaLag; one whose connection fails under
+// Exec or Query is set aside at once until a check passes again. Writes
+// sent through it fail on a replica (SQLSTATE 25006): they belong on the DB.
+func (db *DB) Reader() Querier {
+	if db.replicas == nil {
+		return db
+	}
+	return db.replicas
+}
+
+// Replicas returns the latest status of each of Config.ReplicaURLs, in
+// their order; nil without replicas.
+func (db *DB) Replicas() []ReplicaStatus {
+	if db.replicas == nil {
+		return nil
+	}
+	out := make([]ReplicaStatus, len(db.replicas.members))
+	for i, r := range db.replicas.members {
+		out[i] = *r.status.Load()
+	}
+	return out
+}
+
+// replicaSet is a DB's replicas: their pools, their latest checks, and the
+// round robin that Reader and OnReplica pick from.
+type replicaSet struct {
+	primary   *DB
+	cfg       *Config
+	members   []*replica
+	tracer    *tracer // role replica, shared by the members' pools
+	next      atomic.Uint64
+	fallbacks atomic.Int64 // picks that found no usable replica
+	metrics   collectorSet
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+type replica struct {
+	set    *replicaSet
+	addr   string
+	pool   *pgxpool.Pool
+	usable atomic.Bool
+	status atomic.Pointer[ReplicaStatus]
+	mu     sync.Mutex // serializes status updates, so transitions log once
+}
+
+// newReplicaSet builds a pool per replica config; nothing connects yet.
+func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
+	t, err := newTracer(db.cfg, roleReplica, db.tracer.ring)
+	if err != nil {
+		return nil, err
+	}
+	s := &replicaSet{primary: db, cfg: &db.cfg, tracer: t, done: make(chan struct{})}
+	for _, pcfg := range cfgs {
+		db.cfg.trace(pcfg, t)
+		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+		if err != nil {
+			s.closePools()
+			return nil, fmt.Errorf("pgkit: open replica %s: %w", redactedURL(pcfg), err)
+		}
+		r := &replica{set: s, pool: pool,
+			addr: net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))}
+		r.status.Store(&ReplicaStatus{Addr: r.addr, Reason: "not checked yet"})
+		s.members = append(s.members, r)
+	}
+	if t.m != nil {
+		t.m.pool.src.Store(&poolSource{pools: s.pools, up: s.anyUsable})
+		reg := prometheus.WrapRegistererWith(prometheus.Labels{"pool": db.cfg.Name}, db.cfg.Registerer)
+		if err := s.metrics.register(reg, (*replicaCollector)(s)); err != nil {
+			s.closePools()
+			return nil, fmt.Errorf("pgkit: registering replica metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// start checks every replica now when checkNow is set, then every
+// ReplicaCheckPeriod in a goroutine of its own until close.
+func (s *replicaSet) start(ctx context.Context, checkNow bool) {
+	if checkNow {
+		s.checkAll(ctx)
+	}
+	loopCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go func() {
+		defer close(s.done)
+		if !checkNow {
+			s.checkAll(loopCtx)
+		}
+		tick := time.NewTicker(s.cfg.ReplicaCheckPeriod)
+		defer tick.Stop()
+		for {
+			select {
+			case <-loopCtx.Done():
+				return
+			case <-tick.C:
+				s.checkAll(loopCtx)
+			}
+		}
+	}()
+}
+
+func (s *replicaSet) close() {
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+	s.closePools()
+	s.metrics.unregister()
+}
+
+func (s *replicaSet) closePools() {
+	for _, r := range s.members {
+		r.pool.Close()
+	}
+	s.tracer.close()
+}
+
+func (s *replicaSet) pools() []*pgxpool.Pool {
+	out := make([]*pgxpool.Pool, len(s.members))
+	for i, r := range s.members {
+		out[i] = r.pool
+	}
+	return out
+}
+
+func (s *replicaSet) anyUsable() bool {
+	for _, r := range s.members {
+		if r.usable.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// pick returns the pool of the next usable replica, round robin, or the
+// primary's (and a nil replica) when none is usable.
+func (s *replicaSet) pick() (*pgxpool.Pool, *replica) {
+	n := uint64(len(s.members))
+	start := s.next.Add(1)
+	for i := range n {
+		if r := s.members[(start+i)%n]; r.usable.Load() {
+			return r.pool, r
+		}
+	}
+	s.fallbacks.Add(1)
+	return s.primary.pool, nil
+}
+
+// replicaCheckSQL reads whether the server is a standby and how far its
+// replay is behind: zero when it replayed all the WAL it received, else the
+// age of the last transaction it replayed. (A standby cut off from its
+// primary receives nothing and so reads as caught up; that is the limit of
+// measuring lag on the standby alone.)
+const replicaCheckSQL = `SELECT pg_is_in_recovery(),
+  CASE WHEN NOT pg_is_in_recovery() THEN 0
+       WHEN pg_last_wal_receive_lsn() IS NOT NULL AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+       ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+  END::float8`
+
+func (s *replicaSet) checkAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range s.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.check(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// check runs replicaCheckSQL within HealthTimeout and records the result.
+func (r *replica) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, r.set.cfg.HealthTimeout)
+	defer cancel()
+	st := ReplicaStatus{Addr: r.addr}
+	var lag float64
+	err := r.pool.QueryRow(WithQueryName(ctx, healthQueryName), replicaCheckSQL).Scan(&st.InRecovery, &lag)
+	st.Lag = time.Duration(lag * float64(time.Second))
+	maxLag := r.set.cfg.MaxReplicaLag
+	switch {
+	case err != nil:
+		st.Reason = r.set.primary.reason(err)
+	case maxLag > 0 && st.Lag > maxLag:
+		st.Healthy = true
+		st.Reason = fmt.Sprintf("lag %s exceeds MaxReplicaLag %s", st.Lag.Round(time.Millisecond), maxLag)
+	default:
+		st.Healthy, st.Usable = true, true
+	}
+	r.record(st)
+}
+
+// failed sets the replica aside when err says its connection failed, not
+// the statement; the next passing check brings it back.
+func (r *replica) failed(err error) {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return
+	case errors.As(err, &pgErr) && !connectionLost(pgErr.Code):
+		return
+	}
+	st := *r.status.Load()
+	st.Healthy, st.Usable = false, false
+	st.Reason = r.set.primary.reason(err)
+	r.record(st)
+}
+
+func (r *replica) record(st ReplicaStatus) {
+	st.CheckedAt = time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.status.Load()
+	r.status.Store(&st)
+	r.usable.Store(st.Usable)
+	switch {
+	case was.Usable && !st.Usable:
+		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: replica set aside",
+			slog.String("replica", r.addr), slog.String("reason", st.Reason))
+	case !was.Usable && st.Usable && !was.CheckedAt.IsZero():
+		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelInfo, "pgkit: replica back in use",
+			slog.String("replica", r.addr), slog.Duration("lag", st.Lag))
+	case was.CheckedAt.IsZero() && !st.Usable:
+		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: replica not usable",
+			slog.String("replica", r.addr), slog.String("reason", st.Reason))
+	}
+}
+
+// connectionLost reports whether a SQLSTATE says the session is gone:
+// connection exceptions, and the server ending it (terminated, shutting
+// down, starting up).
+func connectionLost(code string) bool {
+	return len(code) == 5 && code[:2] == "08" || code == "57P01" || code == "57P02" || code == "57P03"
+}
+
+// Exec runs sql on the next usable replica; see DB.Reader.
+func (s *replicaSet) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	pool, r := s.pick()
+	tag, err := pool.Exec(ctx, sql, args...)
+	if err != nil && r != nil {
+		r.failed(err)
+	}
+	return tag, err
+}
+
+// Query runs sql on the next usable replica; see DB.Reader.
+func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	pool, r := s.pick()
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil && r != nil {
+		r.failed(err)
+	}
+	return rows, err
+}
+
+// QueryRow runs sql on the next usable replica; see DB.Reader.
+func (s *replicaSet) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	pool, _ := s.pick()
+	return pool.QueryRow(ctx, sql, args...)
+}
+
+// SendBatch sends b to the next usable replica; see DB.Reader.
+func (s *replicaSet) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	pool, _ := s.pick()
+	return pool.SendBatch(ctx, b)
+}
+
+// CopyFrom is here to make the Reader a Querier; a replica refuses it.
+func (s *replicaSet) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	pool, _ := s.pick()
+	return pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+}
+
+// replicaCollector exports each replica's latest check and the fallbacks
+// to the primary.
+type replicaCollector replicaSet
+
+var (
+	descReplicaUp = prometheus.NewDesc("pgkit_replica_up",
+		"1 when the replica passed its latest check and its lag is within Config.MaxReplicaLag, so reads go to it.", []string{"replica"}, nil)
+	descReplicaLag = prometheus.NewDesc("pgkit_replica_lag_seconds",
+		"Replay lag of the replica at its latest check: 0 when it replayed all it received, else the age of the last transaction it replayed.", []string{"replica"}, nil)
+	descReplicaFallbacks = prometheus.NewDesc("pgkit_replica_fallbacks_total",
+		"Reads (DB.Reader, OnReplica) that went to the primary because no replica was usable.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReplicaUp
+	ch <- descReplicaLag
+	ch <- descReplicaFallbacks
+}
+
+// Collect implements prometheus.Collector.
+func (c *replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.members {
+		st := r.status.Load()
+		up := 0.0
+		if st.Usable {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descReplicaUp, prometheus.GaugeValue, up, r.addr)
+		ch <- prometheus.MustNewConstMetric(descReplicaLag, prometheus.GaugeValue, st.Lag.Seconds(), r.addr)
+	}
+	ch <- prometheus.MustNewConstMetric(descReplicaFallbacks, prometheus.CounterValue, float64(c.fallbacks.Load()))
+}
