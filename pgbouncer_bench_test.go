@@ -22,12 +22,14 @@ const benchBouncerQuery = `SELECT id, role, content FROM messages WHERE conversa
 //   - exec-mode: the query modes that leave nothing on a server connection,
 //     QueryExecModeExec against QueryExecModeCacheDescribe (Config.PgBouncer's
 //     default);
+//
 //   - vs-direct: pgkit direct to PostgreSQL on 8 connections (prepared
 //     statements) against pgkit through PgBouncer;
+//
 //   - tx: a short InTx (BEGIN with the SET LOCALs, the query, COMMIT),
 //     direct against through PgBouncer.
 //
-//	go test -run '^$' -bench BenchmarkPgBouncer -benchtime 20000x -count 3
+//     go test -run '^$' -bench BenchmarkPgBouncer -benchtime 20000x -count 3
 func BenchmarkPgBouncer(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	direct := benchDBOn(b, url, 8, pgkit.Config{})

@@ -2,10 +2,10 @@ package pgkit_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
