@@ -77,7 +77,9 @@ func monitoringMetricNames(t *testing.T) map[string][]string {
 func TestMonitoringNamesExist(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
-	db := openTest(t, pgkit.Config{Registerer: reg, Name: "mon", SlowQueryThreshold: 20 * time.Millisecond, LeakThreshold: time.Minute})
+	// A replica that is down still has its metrics.
+	db := openTest(t, pgkit.Config{Registerer: reg, Name: "mon", SlowQueryThreshold: 20 * time.Millisecond, LeakThreshold: time.Minute,
+		ReplicaURLs: []string{"postgres://postgres@127.0.0.1:1/x?sslmode=disable"}, ReplicaCheckPeriod: time.Hour})
 	ctx := context.Background()
 	convID := seedConversation(t, db)
 

@@ -35,10 +35,17 @@ cases = {
         {"series": 'pgkit_pool_leaked_connections{job="chat",instance="a",pool="hot"}', "values": "1x5"},
         {"series": 'pgkit_pool_leaked_connections{job="chat",instance="a",pool="ok"}', "values": "0x5"},
     ], "3m", {"pool": "hot"}, "1"),
+    # The primary down fires; all replicas down does not (reads fall back):
+    # PgkitReplicaUnusable covers them.
     "PgkitDatabaseDown": ([
-        {"series": 'pgkit_database_up{job="chat",instance="a",pool="hot"}', "values": "0x5"},
-        {"series": 'pgkit_database_up{job="chat",instance="a",pool="ok"}', "values": "1x5"},
-    ], "3m", {"pool": "hot"}, None),
+        {"series": 'pgkit_database_up{job="chat",instance="a",pool="hot",role="primary"}', "values": "0x5"},
+        {"series": 'pgkit_database_up{job="chat",instance="a",pool="ok",role="primary"}', "values": "1x5"},
+        {"series": 'pgkit_database_up{job="chat",instance="a",pool="ok",role="replica"}', "values": "0x5"},
+    ], "3m", {"pool": "hot", "role": "primary"}, None),
+    "PgkitReplicaUnusable": ([
+        {"series": 'pgkit_replica_up{job="chat",instance="a",pool="p",replica="10.0.0.2:5432"}', "values": "0x10"},
+        {"series": 'pgkit_replica_up{job="chat",instance="a",pool="p",replica="10.0.0.3:5432"}', "values": "1x10"},
+    ], "6m", {"pool": "p", "replica": "10.0.0.2:5432"}, None),
     # p99 near 1s against p99 = 0.46s (90 of 100 under 0.1s, all under 0.5s).
     "PgkitQueryLatencyHigh": (
         bucket_series("hot", {"0.1": 0, "0.5": 50, "1": 100, "+Inf": 100})
