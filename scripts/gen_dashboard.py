@@ -27,22 +27,22 @@ def panel(title, exprs, unit="short", w=12, h=8, kind="timeseries", desc="", leg
     })
 
 
-panel("Pool utilization", [f"max by (pool) (pgkit_pool_utilization_ratio{{{SEL}}})"], unit="percentunit", max_=1,
-      desc="Acquired connections / MaxConns. The PgkitPoolSaturated alert fires above 0.8 for 5m.", legend=["{{pool}}"])
+panel("Pool utilization", [f"max by (pool, role) (pgkit_pool_utilization_ratio{{{SEL}}})"], unit="percentunit", max_=1,
+      desc="Acquired connections / MaxConns. The PgkitPoolSaturated alert fires above 0.8 for 5m.", legend=["{{pool}} {{role}}"])
 panel("Connections by state", [
-    f"sum by (pool) (pgkit_pool_acquired_connections{{{SEL}}})",
-    f"sum by (pool) (pgkit_pool_idle_connections{{{SEL}}})",
-    f"sum by (pool) (pgkit_pool_constructing_connections{{{SEL}}})",
-    f"sum by (pool) (pgkit_pool_max_connections{{{SEL}}})",
-], legend=["acquired {{pool}}", "idle {{pool}}", "constructing {{pool}}", "max {{pool}}"])
+    f"sum by (pool, role) (pgkit_pool_acquired_connections{{{SEL}}})",
+    f"sum by (pool, role) (pgkit_pool_idle_connections{{{SEL}}})",
+    f"sum by (pool, role) (pgkit_pool_constructing_connections{{{SEL}}})",
+    f"sum by (pool, role) (pgkit_pool_max_connections{{{SEL}}})",
+], legend=["acquired {{pool}} {{role}}", "idle {{pool}} {{role}}", "constructing {{pool}} {{role}}", "max {{pool}} {{role}}"])
 panel("Acquire wait p50 / p99", [
-    f"histogram_quantile(0.5, sum by (pool, le) (rate(pgkit_pool_acquire_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
-    f"histogram_quantile(0.99, sum by (pool, le) (rate(pgkit_pool_acquire_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
-], unit="s", legend=["p50 {{pool}}", "p99 {{pool}}"])
+    f"histogram_quantile(0.5, sum by (pool, role, le) (rate(pgkit_pool_acquire_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+    f"histogram_quantile(0.99, sum by (pool, role, le) (rate(pgkit_pool_acquire_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+], unit="s", legend=["p50 {{pool}} {{role}}", "p99 {{pool}} {{role}}"])
 panel("Callers waiting for a connection, and acquire timeouts", [
-    f"sum by (pool) (pgkit_pool_waiting{{{SEL}}})",
-    f"sum by (pool) (rate(pgkit_pool_acquire_timeouts_total{{{SEL}}}[$__rate_interval]))",
-], legend=["waiting {{pool}}", "timeouts/s {{pool}}"])
+    f"sum by (pool, role) (pgkit_pool_waiting{{{SEL}}})",
+    f"sum by (pool, role) (rate(pgkit_pool_acquire_timeouts_total{{{SEL}}}[$__rate_interval]))",
+], legend=["waiting {{pool}} {{role}}", "timeouts/s {{pool}} {{role}}"])
 panel("Query rate by name", [f"sum by (name) (rate(pgkit_query_duration_seconds_count{{{SEL}}}[$__rate_interval]))"],
       unit="reqps", legend=["{{name}}"])
 panel("Query latency p50 / p95 / p99 by name", [
@@ -67,8 +67,10 @@ panel("Cache hit ratio by cache", [
     'sum by (cache) (rate(pgkit_cache_requests_total{job=~"$job", result="hit"}[$__rate_interval]))'
     ' / sum by (cache) (rate(pgkit_cache_requests_total{job=~"$job"}[$__rate_interval]))'
 ], unit="percentunit", max_=1, legend=["{{cache}}"])
-panel("Database up", [f"min by (pool) (pgkit_database_up{{{SEL}}})"], kind="stat", legend=["{{pool}}"],
+panel("Database up", [f"min by (pool, role) (pgkit_database_up{{{SEL}}})"], kind="stat", legend=["{{pool}} {{role}}"],
       desc="1: the health check at scrape time reached the server (up or degraded); 0: down.")
+panel("Replica lag", [f"max by (pool, replica) (pgkit_replica_lag_seconds{{{SEL}}})"], unit="s", legend=["{{replica}}"],
+      desc="Replay lag of each of Config.ReplicaURLs at its latest check; above MaxReplicaLag (10s by default) reads skip it.")
 panel("Transaction attempts p99", [
     f"histogram_quantile(0.99, sum by (pool, le) (rate(pgkit_tx_attempts_bucket{{{SEL}}}[$__rate_interval])))"], legend=["{{pool}}"])
 
