@@ -30,12 +30,12 @@ func newClient(t testing.TB) *redis.Client {
 	return client
 }
 
-// newClusterClient returns a client of a one-node Redis Cluster of the
-// test's own.
+// newClusterClient returns a client of a three-node Redis Cluster of the
+// test's own (three masters that share the hash slots).
 func newClusterClient(t testing.TB) *redis.ClusterClient {
 	t.Helper()
 	client := redis.NewClusterClient(&redis.ClusterOptions{
-		Addrs:                 []string{pgtest.StartRedisCluster(t)},
+		Addrs:                 pgtest.StartRedisCluster(t),
 		ContextTimeoutEnabled: true,
 	})
 	t.Cleanup(func() { _ = client.Close() })
@@ -62,15 +62,20 @@ func TestConformanceCluster(t *testing.T) {
 }
 
 // TestClusterDelete: a Cluster refuses one DEL of keys in different hash
-// slots (CROSSSLOT), even on one node; the store's Delete removes them all.
+// slots (CROSSSLOT); the store's Delete removes them all, from every node
+// that holds some, in one pipeline that fans out to those nodes.
 func TestClusterDelete(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	client := newClusterClient(t)
 	s := newStore(t, client)
-	keys := []string{"a", "b", "c", "d"}
+	keys, owners := keysOnEveryNode(t, client, func(k string) string { return s.Prefix() + k }, 2)
+	require.Len(t, keys, 6, "two keys on each of the three nodes")
 	for _, k := range keys {
 		require.NoError(t, s.Set(ctx, k, []byte(k), time.Minute))
+		got, err := owners[k].Get(ctx, s.Prefix()+k).Result()
+		require.NoError(t, err, "the node that owns %q's slot holds it", k)
+		require.Equal(t, k, got)
 	}
 	var full []string
 	for _, k := range keys {
@@ -80,10 +85,25 @@ func TestClusterDelete(t *testing.T) {
 	require.ErrorContains(t, err, "CROSSSLOT", "one multi-key DEL is refused on a Cluster")
 
 	calls := countCalls(client)
+	var mu sync.Mutex // ForEachMaster calls fn on each node at once
+	perNode := map[string]*callCounter{}
+	require.NoError(t, client.ForEachMaster(ctx, func(_ context.Context, node *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		perNode[node.Options().Addr] = countCalls(node) // the node's own client: what it sends to that node
+		return nil
+	}))
+	require.Len(t, perNode, 3)
 	require.NoError(t, s.Delete(ctx, keys...))
-	require.Equal(t, callCount{pipelines: 1, pipelinedCommands: 4}, calls.get(), "one pipeline of four DELs")
+	require.Equal(t, callCount{pipelines: 1, pipelinedCommands: 6}, calls.get(), "one pipeline of six DELs")
+	for addr, c := range perNode {
+		require.Equal(t, callCount{pipelines: 1, pipelinedCommands: 2}, c.get(), "%s got a pipeline of its two DELs", addr)
+	}
 	for _, k := range keys {
-		_, err := s.Get(ctx, k)
+		n, err := owners[k].Exists(ctx, s.Prefix()+k).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, "%q is gone from the node that held it", k)
+		_, err = s.Get(ctx, k)
 		require.ErrorIs(t, err, pgkit.ErrCacheMiss)
 	}
 }
@@ -237,10 +257,20 @@ func (c *callCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (c *callCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.mu.Lock()
-		c.n.pipelines++
-		c.n.pipelinedCommands += len(cmds)
-		c.mu.Unlock()
+		// A node's client also pipelines the set-up of a new connection
+		// (CLIENT SETINFO): count only pipelines of store commands.
+		n := 0
+		for _, cmd := range cmds {
+			if isStoreCommand(cmd) {
+				n++
+			}
+		}
+		if n > 0 {
+			c.mu.Lock()
+			c.n.pipelines++
+			c.n.pipelinedCommands += n
+			c.mu.Unlock()
+		}
 		return next(ctx, cmds)
 	}
 }
