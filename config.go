@@ -175,15 +175,13 @@ type Config struct {
 	// transaction pooling mode, where consecutive transactions of one client
 	// connection may run on different server connections. pgkit then keeps
 	// nothing on a server connection between transactions: statements are
-	// described, not prepared (QueryExecModeCacheDescribe, unless the URL's
+	// sent unnamed, not prepared (pgx.QueryExecModeExec, unless the URL's
 	// default_query_exec_mode says otherwise); only application_name goes
 	// in the startup packet, and StatementTimeout, IdleInTransactionTimeout
 	// and jit are set with SET LOCAL at the start of every transaction that
-	// InTx, Begin or BeginTx opens; a canceled context cancels the running
-	// statement with a cancel request through PgBouncer rather than by
-	// closing the connection. Statements outside a transaction run with the
-	// server's settings for the role: Open warns when they differ from
-	// Config. Default false.
+	// InTx, Begin or BeginTx opens. Statements outside a transaction run
+	// with the server's settings for the role: Open warns when they differ
+	// from Config. Default false.
 	PgBouncer bool
 
 	// ReplicaURLs are streaming replicas (hot standbys) of the primary in

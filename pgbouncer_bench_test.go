@@ -20,8 +20,9 @@ const benchBouncerQuery = `SELECT id, role, content FROM messages WHERE conversa
 // (8 server connections) from 64 goroutines on 64 client connections:
 //
 //   - exec-mode: the query modes that leave nothing on a server connection,
-//     QueryExecModeExec against QueryExecModeCacheDescribe (Config.PgBouncer's
-//     default);
+//     QueryExecModeExec (Config.PgBouncer's default) against
+//     QueryExecModeCacheDescribe; exec-mode-bulk: the same for UpdateMany of
+//     10,000 rows (arrays as parameters);
 //
 //   - vs-direct: pgkit direct to PostgreSQL on 8 connections (prepared
 //     statements) against pgkit through PgBouncer;
@@ -34,11 +35,11 @@ func BenchmarkPgBouncer(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	direct := benchDBOn(b, url, 8, pgkit.Config{})
 	convID := seedConversation(b, direct)
-	_, err := pgkit.CopyInsert(context.Background(), direct, "messages", messages(convID, 1000, 0))
-	require.NoError(b, err)
+	rows := messages(convID, 10000, 0)
+	require.NoError(b, pgkit.InsertReturning(context.Background(), direct, "messages", rows))
 	bouncer := pgtest.StartPgBouncer(b, url, pgtest.PgBouncerOptions{DefaultPoolSize: 8})
-	describe := benchDBOn(b, bouncer, 64, pgkit.Config{PgBouncer: true})
-	exec := benchDBOn(b, bouncer+"&default_query_exec_mode=exec", 64, pgkit.Config{PgBouncer: true})
+	exec := benchDBOn(b, bouncer, 64, pgkit.Config{PgBouncer: true})
+	describe := benchDBOn(b, bouncer+"&default_query_exec_mode=cache_describe", 64, pgkit.Config{PgBouncer: true})
 
 	read := func(q pgkit.Querier) func(context.Context) error {
 		return func(ctx context.Context) error {
@@ -61,7 +62,17 @@ func BenchmarkPgBouncer(b *testing.B) {
 			return pgkit.InTx(ctx, db, func(tx pgkit.Tx) error { return read(tx)(ctx) })
 		}
 	}
+	updateMany := func(db *pgkit.DB) func(context.Context) error {
+		return func(ctx context.Context) error {
+			n, err := pgkit.UpdateMany(ctx, db, "messages", rows, []string{"id"}, pgkit.Columns("id", "tokens"))
+			if err == nil && n != int64(len(rows)) {
+				err = fmt.Errorf("updated %d rows, want %d", n, len(rows))
+			}
+			return err
+		}
+	}
 	b.Run("exec-mode", func(b *testing.B) { benchAB(b, 64, "exec", read(exec), "cache-describe", read(describe)) })
-	b.Run("vs-direct", func(b *testing.B) { benchAB(b, 64, "direct", read(direct), "pgbouncer", read(describe)) })
-	b.Run("tx", func(b *testing.B) { benchAB(b, 64, "direct", inTx(direct), "pgbouncer", inTx(describe)) })
+	b.Run("exec-mode-bulk", func(b *testing.B) { benchAB(b, 1, "exec", updateMany(exec), "cache-describe", updateMany(describe)) })
+	b.Run("vs-direct", func(b *testing.B) { benchAB(b, 64, "direct", read(direct), "pgbouncer", read(exec)) })
+	b.Run("tx", func(b *testing.B) { benchAB(b, 64, "direct", inTx(direct), "pgbouncer", inTx(exec)) })
 }

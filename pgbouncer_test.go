@@ -49,6 +49,13 @@ func TestPgBouncerSessionSettingsAreTransactionLocal(t *testing.T) {
 		IdleInTransactionTimeout: 11 * time.Second, ApplicationName: "bouncer-test"})
 	ctx := context.Background()
 
+	require.Equal(t, pgx.QueryExecModeExec, db.Pool().Config().ConnConfig.DefaultQueryExecMode, "nothing prepared on the server")
+	for _, param := range []string{"statement_timeout", "idle_in_transaction_session_timeout", "jit"} {
+		require.NotContains(t, db.Pool().Config().ConnConfig.RuntimeParams, param, "not a startup parameter")
+	}
+	withMode := openTest(t, pgkit.Config{URL: db.Config().URL + "?default_query_exec_mode=cache_describe", PgBouncer: true, MaxConns: 1})
+	require.Equal(t, pgx.QueryExecModeCacheDescribe, withMode.Pool().Config().ConnConfig.DefaultQueryExecMode, "the URL's mode wins")
+
 	settings := func(q pgkit.Querier) (timeout, idle, jit, app string) {
 		require.NoError(t, q.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout'),
 			current_setting('jit'), current_setting('application_name')`).Scan(&timeout, &idle, &jit, &app))
@@ -128,8 +135,8 @@ func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {
 			for i := range 20 {
 				var pid int32
 				var n int
-				// Arguments of several types, described once per connection
-				// (CacheDescribe) and run on whichever server connection
+				// Arguments of several types, each statement sent unnamed
+				// (QueryExecModeExec) to whichever server connection
 				// PgBouncer gives.
 				err := db.QueryRow(ctx, `SELECT pg_backend_pid(), $1::int + length($2::text), pg_sleep(0.001)::text IS NOT NULL`,
 					g, fmt.Sprint(i)).Scan(&pid, &n, new(bool))
