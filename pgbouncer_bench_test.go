@@ -25,7 +25,8 @@ const benchBouncerQuery = `SELECT id, role, content FROM messages WHERE conversa
 //     10,000 rows (arrays as parameters);
 //
 //   - vs-direct: pgkit direct to PostgreSQL on 8 connections (prepared
-//     statements) against pgkit through PgBouncer;
+//     statements) against pgkit through PgBouncer; vs-direct-exec: the same
+//     with the direct side in Exec mode too, which leaves PgBouncer's hop;
 //
 //   - tx: a short InTx (BEGIN with the SET LOCALs, the query, COMMIT),
 //     direct against through PgBouncer.
@@ -34,6 +35,7 @@ const benchBouncerQuery = `SELECT id, role, content FROM messages WHERE conversa
 func BenchmarkPgBouncer(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	direct := benchDBOn(b, url, 8, pgkit.Config{})
+	directExec := benchDBOn(b, url+"&default_query_exec_mode=exec", 8, pgkit.Config{})
 	convID := seedConversation(b, direct)
 	rows := messages(convID, 10000, 0)
 	require.NoError(b, pgkit.InsertReturning(context.Background(), direct, "messages", rows))
@@ -74,5 +76,6 @@ func BenchmarkPgBouncer(b *testing.B) {
 	b.Run("exec-mode", func(b *testing.B) { benchAB(b, 64, "exec", read(exec), "cache-describe", read(describe)) })
 	b.Run("exec-mode-bulk", func(b *testing.B) { benchAB(b, 1, "exec", updateMany(exec), "cache-describe", updateMany(describe)) })
 	b.Run("vs-direct", func(b *testing.B) { benchAB(b, 64, "direct", read(direct), "pgbouncer", read(exec)) })
+	b.Run("vs-direct-exec", func(b *testing.B) { benchAB(b, 64, "direct", read(directExec), "pgbouncer", read(exec)) })
 	b.Run("tx", func(b *testing.B) { benchAB(b, 64, "direct", inTx(direct), "pgbouncer", inTx(exec)) })
 }

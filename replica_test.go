@@ -2,6 +2,9 @@ package pgkit_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -119,6 +122,28 @@ func TestReaderSpreadsOverReplicasAndWritesStayOnPrimary(t *testing.T) {
 		require.Equal(t, 1.0, g.value(t, "pgkit_replica_up", map[string]string{"replica": "127.0.0.1:" + strconv.Itoa(r.Port())}))
 	}
 	require.Equal(t, 0.0, g.value(t, "pgkit_replica_fallbacks_total", nil))
+
+	// The health report and the admin endpoint carry each replica's check.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/db-stats", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	pgkit.StatsHandler(db, pgkit.BearerToken("t")).ServeHTTP(rec, req)
+	var stats struct {
+		Replicas []struct {
+			Addr       string   `json:"addr"`
+			Usable     bool     `json:"usable"`
+			InRecovery bool     `json:"in_recovery"`
+			LagSeconds *float64 `json:"lag_seconds"`
+		} `json:"replicas"`
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &stats), rec.Body.String())
+	require.Len(t, stats.Replicas, 2)
+	for i, r := range stats.Replicas {
+		require.Equal(t, "127.0.0.1:"+strconv.Itoa(s.replicas[i].Port()), r.Addr)
+		require.True(t, r.Usable && r.InRecovery)
+		require.NotNil(t, r.LagSeconds)
+	}
+	require.Len(t, db.Health(ctx).Replicas, 2)
 }
 
 // histogramCount sums the sample counts of the histograms of family name
