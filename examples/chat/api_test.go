@@ -178,7 +178,7 @@ func TestOperationsEndpoints(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 
 	metrics := e.metrics()
-	for _, name := range []string{"chat_websocket_connections 0", `pgkit_pool_max_connections{pool="chat"}`,
+	for _, name := range []string{"chat_websocket_connections 0", `pgkit_pool_max_connections{pool="chat",role="primary"}`,
 		`pgkit_writer_queue_capacity{pool="chat_writer",writer="chat_messages"}`, `pgkit_cache_requests_total`, "go_memstats_heap_inuse_bytes"} {
 		require.Contains(t, metrics, name)
 	}
