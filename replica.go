@@ -226,12 +226,32 @@ func (s *replicaSet) checkAll(ctx context.Context) {
 }
 
 // check runs replicaCheckSQL within HealthTimeout and records the result.
+// Like DB.Health, it gives the pool half the time to lend a connection; when
+// none comes because every one is in use, a connection of its own tells a
+// busy replica (still usable) from one that stopped answering.
 func (r *replica) check(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, r.set.cfg.HealthTimeout)
 	defer cancel()
 	st := ReplicaStatus{Addr: r.addr}
 	var lag float64
-	err := r.pool.QueryRow(WithQueryName(ctx, healthQueryName), replicaCheckSQL).Scan(&st.InRecovery, &lag)
+	scan := func(row pgx.Row) error { return row.Scan(&st.InRecovery, &lag) }
+	ctx = WithQueryName(ctx, healthQueryName)
+	acquireCtx, cancelAcquire := context.WithTimeout(ctx, r.set.cfg.HealthTimeout/2)
+	conn, err := r.pool.Acquire(acquireCtx)
+	cancelAcquire()
+	switch {
+	case err == nil:
+		err = scan(conn.QueryRow(ctx, replicaCheckSQL))
+		conn.Release()
+	case r.saturated() && (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)):
+		cc := r.pool.Config().ConnConfig
+		cc.Tracer = nil
+		var probe *pgx.Conn
+		if probe, err = pgx.ConnectConfig(ctx, cc); err == nil {
+			err = scan(probe.QueryRow(ctx, replicaCheckSQL))
+			_ = probe.Close(context.WithoutCancel(ctx))
+		}
+	}
 	st.Lag = time.Duration(lag * float64(time.Second))
 	maxLag := r.set.cfg.MaxReplicaLag
 	switch {
@@ -244,6 +264,11 @@ func (r *replica) check(ctx context.Context) {
 		st.Healthy, st.Usable = true, true
 	}
 	r.record(st)
+}
+
+func (r *replica) saturated() bool {
+	s := r.pool.Stat()
+	return s.AcquiredConns() >= s.MaxConns()
 }
 
 // failed sets the replica aside when err says its connection failed, not

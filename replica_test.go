@@ -263,3 +263,33 @@ func TestReplicaConfig(t *testing.T) {
 	require.Same(t, plain, plain.Reader())
 	require.Nil(t, plain.Replicas())
 }
+
+// TestBusyReplicaStaysInUse: a replica whose every pooled connection is in
+// use is busy, not down: its checks go through a connection of their own.
+func TestBusyReplicaStaysInUse(t *testing.T) {
+	t.Parallel()
+	s := startReplicas(t, 1)
+	db := openTest(t, pgkit.Config{URL: s.url, ReplicaURLs: s.replicaURLs, MaxConns: 1,
+		ReplicaCheckPeriod: 50 * time.Millisecond, HealthTimeout: 400 * time.Millisecond})
+	ctx := context.Background()
+	require.True(t, db.Replicas()[0].Usable)
+
+	// Hold the replica pool's one connection in a transaction while checks
+	// run (no require inside fn: FailNow there would leave it held).
+	var standby, checked bool
+	var st pgkit.ReplicaStatus
+	require.NoError(t, pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby); err != nil {
+			return err
+		}
+		held := time.Now()
+		for deadline := held.Add(5 * time.Second); time.Now().Before(deadline) && !checked; time.Sleep(10 * time.Millisecond) {
+			checked = db.Replicas()[0].CheckedAt.After(held.Add(300 * time.Millisecond))
+		}
+		st = db.Replicas()[0]
+		return nil
+	}, pgkit.OnReplica()))
+	require.True(t, standby, "the transaction ran on the replica")
+	require.True(t, checked, "checks go on while the pool is saturated")
+	require.True(t, st.Usable, "a saturated replica pool was taken for a replica that is down: %s", st.Reason)
+}
