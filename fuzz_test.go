@@ -86,6 +86,15 @@ func FuzzOpenConfig(f *testing.F) {
 	const secret = "Fuzz-S3cret-Pw"
 	f.Fuzz(func(t *testing.T, rest string, maxConns int32) {
 		for _, url := range []string{"postgres://u:" + secret + "@" + rest, "host=h password=" + secret + " " + rest} {
+			// As a replica's URL: parsed as Open parses it, without the
+			// network (Open's replica checks would dial every fuzzed host).
+			replicas, err := (&Config{ReplicaURLs: []string{url}}).replicaConfigs()
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Fatalf("ReplicaURLs %q: the error shows the password: %v", url, err)
+			}
+			if err == nil && strings.Contains(redactedURL(replicas[0]), secret) {
+				t.Fatalf("Config().ReplicaURLs shows the password: %s", redactedURL(replicas[0]))
+			}
 			db, err := Open(context.Background(), Config{URL: url, MaxConns: maxConns, LazyConnect: true})
 			if err != nil {
 				if strings.Contains(err.Error(), secret) {
