@@ -32,4 +32,10 @@
 //
 // Functions that only run statements take a Querier, which *DB, pgx.Tx and
 // *pgxpool.Conn all satisfy, so they work inside or outside a transaction.
+//
+// Past one server: Config.PgBouncer adapts the pool to PgBouncer's
+// transaction pooling, and Config.ReplicaURLs adds streaming replicas that
+// DB.Reader (and InTx with OnReplica) spreads reads over:
+//
+//	rows, err := db.Reader().Query(ctx, "SELECT ... WHERE conversation_id = $1", id)
 package pgkit
