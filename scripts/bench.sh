@@ -34,6 +34,8 @@ families=(
 	'^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
 	'^BenchmarkCacheMemoryHitParallel$'                                     100000x
 	'^BenchmarkPoolSize$'                                                   3x
+	'^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
+	'^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
 )
 
 pgversion() {

@@ -125,6 +125,8 @@ func markdown(res *results, in, svgDir string) string {
 	}
 	section("Cache", "The test schema filled to 10,000 users, 1,000 conversations, 10,000 messages and 10,000 usage records for one tenant; the dashboard query is four aggregates. One goroutine unless said. The ratio is how many times faster (or, near 1, the relative throughput of) the pgkit side.", cacheSpecs, false)
 
+	section("PgBouncer", "`Config.PgBouncer` through a real PgBouncer in transaction mode (8 server connections, 64 client connections) against pgkit direct to PostgreSQL (8 connections), reading the last ten messages of a conversation; PgBouncer shares the machine's cores with PostgreSQL and the benchmark. These compare deployments, not pgkit with raw pgx, so they have no targets; README's \"Scaling out\" explains the numbers.", pgBouncerSpecs, false)
+
 	// Tracer.
 	p("## The tracer alone\n\nNo round trip: the tracer's callbacks called directly (`tracer_bench_test.go`).\n\n| operation | time/op [95%% interval] | B/op | allocs/op |\n| --- | ---: | ---: | ---: |\n")
 	for _, t := range []struct{ name, label string }{

@@ -46,9 +46,9 @@ var bulkSpecs = []spec{
 	{name: "BenchmarkBulkUpsertMany", label: "`UpsertMany` vs hand-built `INSERT … ON CONFLICT DO UPDATE`", target: 0.95, source: issue,
 		known: "One statement of the same shape on both sides; like UpdateMany, each operation leaves 10,000 dead tuples for autovacuum."},
 	{name: "BenchmarkBulkInsertReturningVsRowAtATime", label: "`InsertReturning` vs one `INSERT … RETURNING` per row", target: 10, source: readme,
-		known: "The ratio is the per-row side's round-trip cost against the bulk side's CPU cost. On a machine busy with other work the CPU-bound bulk side slows more than the latency-bound per-row side, so the ratio falls; README measured 10.8–13.1× on a quieter machine."},
+		known: "The ratio is the per-row side's round-trip cost against the bulk side's CPU cost, so it moves with the machine more than any other: 12.4× [11.3×, 13.5×] in the suite run of an AMD EPYC machine where one `INSERT … RETURNING` in the transaction took about 165 µs, about 4.4× on an Intel Xeon one where it took about 65 µs while the bulk side ran at the same speed (see the rows/s columns). On a machine busy with other work the CPU-bound bulk side also slows more than the latency-bound per-row side."},
 	{name: "BenchmarkBulkUpdateManyVsRowAtATime", label: "`UpdateMany` vs one `UPDATE` per row", target: 10, source: readme,
-		known: "As for InsertReturning: the per-row side's round trips vary most with the machine's load."},
+		known: "As for InsertReturning: the ratio is the per-row side's round-trip cost, which varies most with the machine and its load (15.7× on the AMD EPYC machine, about 4.5× on the Intel Xeon one)."},
 	{name: "BenchmarkWriter", label: "`Writer`, 50 producers × 2,000 rows, vs one `CopyFrom` of 100,000", target: 0.8, source: readme,
 		known: "The writer does more work than one CopyFrom of a ready slice: 50 producers hand rows over a channel, and it copies them in batches (5,000 rows) of several COPY statements. It also allocates more per operation (see B/op)."},
 }
@@ -60,6 +60,16 @@ var cacheSpecs = []spec{
 		known: "A hit does more than a bare GET: it decodes the JSON value (about 1.6 µs) and bounds the call with a `StoreTimeout` context (about 0.7 µs, 5 allocations): 20 allocations against 8. Against a GET that also decodes (`raw-GET+json`) the work is the same."},
 	{name: "BenchmarkCacheRedisHitVsRawGET/raw-GET+json", label: "Redis hit vs raw `GET` + `json.Unmarshal`"},
 	{name: "BenchmarkCacheMemoryHitParallel", label: "memory hit, 64 goroutines, vs store `Get` + `json.Unmarshal`"},
+}
+
+// pgBouncerSpecs compare deployments, not pgkit with raw pgx: they have no
+// targets.
+var pgBouncerSpecs = []spec{
+	{name: "BenchmarkPgBouncer/vs-direct", label: "read, 64 goroutines: direct (prepared statements) vs through PgBouncer"},
+	{name: "BenchmarkPgBouncer/vs-direct-exec", label: "read, 64 goroutines: direct in `Exec` mode too vs through PgBouncer (PgBouncer's hop alone)"},
+	{name: "BenchmarkPgBouncer/tx", label: "`InTx` with the read, 64 goroutines: direct vs through PgBouncer"},
+	{name: "BenchmarkPgBouncer/exec-mode", label: "read through PgBouncer: `Exec` (pgkit's choice) vs `CacheDescribe`"},
+	{name: "BenchmarkPgBouncer/exec-mode-bulk", label: "`UpdateMany` of 10,000 rows through PgBouncer: `Exec` vs `CacheDescribe`"},
 }
 
 var poolSizes = []string{"4", "8", "16", "32", "50", "150"}
