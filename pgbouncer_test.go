@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
@@ -128,10 +129,9 @@ func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {
 
 	var mu sync.Mutex
 	pids := map[int32]bool{}
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
+	var group errgroup.Group
 	for g := range 64 {
-		wg.Go(func() {
+		group.Go(func() error {
 			for i := range 20 {
 				var pid int32
 				var n int
@@ -151,20 +151,16 @@ func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {
 					})
 				}
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 				mu.Lock()
 				pids[pid] = true
 				mu.Unlock()
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	require.NoError(t, group.Wait())
 	require.LessOrEqual(t, len(pids), bouncerPoolSize, "PgBouncer multiplexed 64 clients onto its server connections")
 	require.GreaterOrEqual(t, db.Stat().TotalConns(), int32(32), "pgkit opened many client connections")
 	var stored int
@@ -216,10 +212,9 @@ func TestPgBouncerRetryTenantBulkAndWriter(t *testing.T) {
 
 	// Tenant transactions: set_config(..., true) is transaction-local, so
 	// 64 concurrent tenants over 8 server connections each see their own.
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
+	var group errgroup.Group
 	for g := range 64 {
-		wg.Go(func() {
+		group.Go(func() error {
 			id := fmt.Sprint("tenant-", g)
 			for range 10 {
 				var seen string
@@ -237,17 +232,13 @@ func TestPgBouncerRetryTenantBulkAndWriter(t *testing.T) {
 					}
 				}
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	require.NoError(t, group.Wait())
 
 	// Bulk helpers.
 	n, err := pgkit.CopyInsert(ctx, db, "messages", messages(convID, 1000, 0))
@@ -295,10 +286,9 @@ func TestPgBouncerRowLevelSecurity(t *testing.T) {
 	bouncer := pgtest.StartPgBouncer(t, appRole(t, admin, url), pgtest.PgBouncerOptions{DefaultPoolSize: 2})
 	app := openTest(t, pgkit.Config{URL: bouncer, PgBouncer: true, MaxConns: 8})
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
+	var group errgroup.Group
 	for g := range 16 {
-		wg.Go(func() {
+		group.Go(func() error {
 			tenant := []string{"a", "b"}[g%2]
 			for range 10 {
 				var titles []string
@@ -314,17 +304,13 @@ func TestPgBouncerRowLevelSecurity(t *testing.T) {
 					err = fmt.Errorf("tenant %s saw %v", tenant, titles)
 				}
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	require.NoError(t, group.Wait())
 	var leaked int
 	require.NoError(t, app.QueryRow(ctx, `SELECT count(*) FROM conversations`).Scan(&leaked))
 	require.Zero(t, leaked, "outside a tenant transaction, no tenant is set on any server connection")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgkit-dev/pgkit"
@@ -275,7 +276,8 @@ func TestBusyReplicaStaysInUse(t *testing.T) {
 	require.True(t, db.Replicas()[0].Usable)
 
 	// Hold the replica pool's one connection in a transaction while checks
-	// run (no require inside fn: FailNow there would leave it held).
+	// run (assert, not require, inside fn: FailNow there would leave it
+	// held).
 	var standby, checked bool
 	var st pgkit.ReplicaStatus
 	require.NoError(t, pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
@@ -283,9 +285,8 @@ func TestBusyReplicaStaysInUse(t *testing.T) {
 			return err
 		}
 		held := time.Now()
-		for deadline := held.Add(5 * time.Second); time.Now().Before(deadline) && !checked; time.Sleep(10 * time.Millisecond) {
-			checked = db.Replicas()[0].CheckedAt.After(held.Add(300 * time.Millisecond))
-		}
+		checked = assert.Eventually(t, func() bool { return db.Replicas()[0].CheckedAt.After(held.Add(300 * time.Millisecond)) },
+			5*time.Second, 10*time.Millisecond)
 		st = db.Replicas()[0]
 		return nil
 	}, pgkit.OnReplica()))

@@ -102,22 +102,25 @@ func startLocal(ctx context.Context, bins pgBins, opts ...Option) (_ *Cluster, e
 		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, tail(out, 2000))
 	}
 
-	// A free port can be taken by someone else before postgres binds it:
-	// try a few.
+	if err := lc.startOnFreePort(ctx); err != nil {
+		return nil, err
+	}
+	return &Cluster{host: "127.0.0.1", port: lc.port, running: true, impl: lc}, nil
+}
+
+// startOnFreePort starts the server on a free port. A free port can be
+// taken by someone else before postgres binds it: it tries a few.
+func (lc *localCluster) startOnFreePort(ctx context.Context) (err error) {
 	for attempt := 0; ; attempt++ {
 		if lc.port, err = freePort(); err != nil {
-			return nil, err
+			return err
 		}
 		_, _, err = lc.start(ctx)
 		var inUse portInUseError
 		if err == nil || attempt == 2 || !errors.As(err, &inUse) {
-			break
+			return err
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &Cluster{host: "127.0.0.1", port: lc.port, running: true, impl: lc}, nil
 }
 
 // portInUseError marks a start that failed because another process took

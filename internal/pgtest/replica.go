@@ -116,18 +116,7 @@ func (c *Cluster) startReplica(ctx context.Context, opts ...Option) (_ *Cluster,
 		return nil, fmt.Errorf("pgtest: pg_basebackup: %w\n%s", err, tail(out, 2000))
 	}
 
-	// As in startLocal: the free port may be taken before postgres binds it.
-	for attempt := 0; ; attempt++ {
-		if lc.port, err = freePort(); err != nil {
-			return nil, err
-		}
-		_, _, err = lc.start(ctx)
-		var inUse portInUseError
-		if err == nil || attempt == 2 || !errors.As(err, &inUse) {
-			break
-		}
-	}
-	if err != nil {
+	if err := lc.startOnFreePort(ctx); err != nil {
 		return nil, err
 	}
 	r := &Cluster{host: "127.0.0.1", port: lc.port, running: true, impl: rc}

@@ -62,9 +62,6 @@ func TestReplica(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	primary := StartCluster(t, WithSetting("max_connections", "150"))
-	if _, ok := primary.impl.(*localCluster); !ok {
-		t.Skip("replicas need local PostgreSQL binaries; this cluster runs in Docker")
-	}
 	pconn := connect(t, ctx, primary.URL())
 	_, err := pconn.Exec(ctx, "CREATE TABLE replica_rows (v text PRIMARY KEY); INSERT INTO replica_rows SELECT 'r' || i FROM generate_series(1, 100) i")
 	require.NoError(t, err)
@@ -224,9 +221,6 @@ func TestReplicaOfStoppedPrimary(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	primary := StartCluster(t)
-	if _, ok := primary.impl.(*localCluster); !ok {
-		t.Skip("replicas need local PostgreSQL binaries; this cluster runs in Docker")
-	}
 	require.NoError(t, primary.Stop(ctx))
 	_, err := primary.startReplica(ctx)
 	require.ErrorContains(t, err, "stopped or closed")
@@ -236,9 +230,6 @@ func TestReplicaOfMinimalWAL(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	primary := StartCluster(t, WithSetting("wal_level", "minimal"), WithSetting("max_wal_senders", "0"))
-	if _, ok := primary.impl.(*localCluster); !ok {
-		t.Skip("replicas need local PostgreSQL binaries; this cluster runs in Docker")
-	}
 	_, err := primary.startReplica(ctx)
 	require.ErrorContains(t, err, "wal_level=minimal")
 }
