@@ -64,9 +64,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 
 	db := &DB{cfg: cfg, logger: cfg.Logger}
 	db.cfg.URL = redactedURL(pcfg)
-	db.cfg.ReplicaURLs = make([]string, len(replicas))
-	for i, rc := range replicas {
-		db.cfg.ReplicaURLs[i] = redactedURL(rc)
+	db.cfg.ReplicaURLs = nil
+	for _, rc := range replicas {
+		db.cfg.ReplicaURLs = append(db.cfg.ReplicaURLs, redactedURL(rc))
 	}
 	db.localSettings = cfg.localSettings()
 	if db.tracer, err = newTracer(db.cfg, rolePrimary, newSlowRing(cfg.SlowQueryBuffer)); err != nil {
