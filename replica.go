@@ -53,7 +53,7 @@ func (s ReplicaStatus) MarshalJSON() ([]byte, error) {
 // the primary when none is usable or there is no Config.ReplicaURLs. A
 // replica is usable when its latest check (every ReplicaCheckPeriod) passed
 // and its lag is within MaxReplicaLag; one whose connection fails under
-// Exec or Query is set aside at once until a check passes again. Writes
+// Exec, Query or QueryRow is set aside at once until a check passes again. Writes
 // sent through it fail on a replica (SQLSTATE 25006): they belong on the DB.
 func (db *DB) Reader() Querier {
 	if db.replicas == nil {
@@ -336,8 +336,26 @@ func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Ro
 
 // QueryRow runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	pool, _ := s.pick()
-	return pool.QueryRow(ctx, sql, args...)
+	pool, r := s.pick()
+	row := pool.QueryRow(ctx, sql, args...)
+	if r == nil {
+		return row
+	}
+	return replicaRow{row, r}
+}
+
+// replicaRow sets its replica aside when Scan finds the connection failed.
+type replicaRow struct {
+	pgx.Row
+	r *replica
+}
+
+func (row replicaRow) Scan(dest ...any) error {
+	err := row.Row.Scan(dest...)
+	if err != nil {
+		row.r.failed(err)
+	}
+	return err
 }
 
 // SendBatch sends b to the next usable replica; see DB.Reader.

@@ -294,3 +294,27 @@ func TestBusyReplicaStaysInUse(t *testing.T) {
 	require.True(t, checked, "checks go on while the pool is saturated")
 	require.True(t, st.Usable, "a saturated replica pool was taken for a replica that is down: %s", st.Reason)
 }
+
+// TestFailedReplicaIsSetAsideAtOnce: a read that finds the replica's
+// connection gone sets it aside without waiting for the next check.
+func TestFailedReplicaIsSetAsideAtOnce(t *testing.T) {
+	t.Parallel()
+	s := startReplicas(t, 1)
+	db := openTest(t, pgkit.Config{URL: s.url, ReplicaURLs: s.replicaURLs, MaxConns: 2, ReplicaCheckPeriod: time.Hour})
+	ctx := context.Background()
+	_, standby := server(t, ctx, db.Reader())
+	require.True(t, standby)
+
+	require.NoError(t, s.replicas[0].Stop(ctx))
+	var one int
+	err := db.Reader().QueryRow(ctx, `SELECT 1`).Scan(&one)
+	require.Error(t, err, "the replica's pooled connection was ended by the stop")
+	st := db.Replicas()[0]
+	require.False(t, st.Usable, "set aside by the failed read, an hour before the next check")
+	require.NotEmpty(t, st.Reason)
+	for range 5 {
+		port, standby := server(t, ctx, db.Reader())
+		require.False(t, standby)
+		require.Equal(t, s.primary.Port(), port)
+	}
+}
