@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -121,9 +122,11 @@ func (m *usageMeter) flushTenant(ctx context.Context, tenant string, deltas map[
 	for id := range deltas {
 		ids = append(ids, id)
 	}
-	return pgkit.InTx(ctx, m.db, func(tx pgkit.Tx) error {
+	var xid string // the attempt's transaction id, to settle an unknown COMMIT outcome
+	err := pgkit.InTx(ctx, m.db, func(tx pgkit.Tx) error {
 		rows, err := tx.Query(ctx, `-- name: LockUsage :many
-			SELECT id, tokens_used, cost_cents::float8 FROM usage_records WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+			SELECT id, tokens_used, cost_cents::float8, pg_current_xact_id()::text
+			FROM usage_records WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
 		if err != nil {
 			return err
 		}
@@ -131,7 +134,7 @@ func (m *usageMeter) flushTenant(ctx context.Context, tenant string, deltas map[
 		var out []usageRow
 		for rows.Next() {
 			var r usageRow
-			if err := rows.Scan(&r.ID, &r.TokensUsed, &r.CostCents); err != nil {
+			if err := rows.Scan(&r.ID, &r.TokensUsed, &r.CostCents, &xid); err != nil {
 				rows.Close()
 				return err
 			}
@@ -150,6 +153,38 @@ func (m *usageMeter) flushTenant(ctx context.Context, tenant string, deltas map[
 		m.cache.Tenant(tenant).InvalidateOnCommit(tx, dashboardKey)
 		return nil
 	}, pgkit.WithTenant(tenant), pgkit.WithRetry(pgkit.RetryPolicy{}))
+	// A COMMIT whose answer was lost (the flush's deadline, a dropped
+	// connection) may have committed: keeping the deltas for the next flush
+	// would then count them twice. The server knows.
+	var ambiguous *pgkit.AmbiguousCommitError
+	if errors.As(err, &ambiguous) && xid != "" {
+		if committed, cerr := m.committed(ctx, xid); cerr == nil && committed {
+			_ = m.cache.Tenant(tenant).Delete(context.WithoutCancel(ctx), dashboardKey) // the hook did not run
+			return nil
+		}
+	}
+	return err
+}
+
+// committed asks the server whether transaction xid committed, waiting
+// while it is still in progress (its COMMIT on the way).
+func (m *usageMeter) committed(ctx context.Context, xid string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for {
+		var status *string
+		if err := m.db.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, xid).Scan(&status); err != nil {
+			return false, err
+		}
+		if status == nil || *status != "in progress" {
+			return status != nil && *status == "committed", nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // restore puts deltas that were not written back in front of new ones.
