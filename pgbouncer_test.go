@@ -162,7 +162,7 @@ func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {
 	}
 	require.NoError(t, group.Wait())
 	require.LessOrEqual(t, len(pids), bouncerPoolSize, "PgBouncer multiplexed 64 clients onto its server connections")
-	require.GreaterOrEqual(t, db.Stat().TotalConns(), int32(32), "pgkit opened many client connections")
+	require.Greater(t, db.Stat().TotalConns(), int32(bouncerPoolSize), "more client connections than PgBouncer's server connections")
 	var stored int
 	require.NoError(t, direct.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&stored))
 	require.Equal(t, 64*20, stored)
@@ -342,7 +342,7 @@ func TestPgBouncerCancel(t *testing.T) {
 		}
 		cancel()
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		require.Less(t, time.Since(start), 2*time.Second)
+		require.Less(t, time.Since(start), 5*time.Second, "the call ends at its deadline, not the statement's")
 	}
 	canceled := time.Now()
 	require.Eventually(t, func() bool {
