@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // HealthStatus is the verdict of DB.Health.
@@ -81,6 +82,14 @@ func (db *DB) Health(ctx context.Context) HealthReport {
 	return r
 }
 
+// busyPool reports whether an Acquire on pool failed with err because every
+// connection was checked out until it timed out: the pool is busy, which
+// says nothing yet about the server.
+func busyPool(pool *pgxpool.Pool, err error) bool {
+	st := pool.Stat()
+	return (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && st.AcquiredConns() >= st.MaxConns()
+}
+
 func (db *DB) health(ctx context.Context) HealthReport {
 	// Half the time for a pooled connection, so that when none comes the
 	// other half can tell a busy pool from a server that does not answer.
@@ -88,8 +97,7 @@ func (db *DB) health(ctx context.Context) HealthReport {
 	conn, err := db.pool.Acquire(acquireCtx)
 	cancel()
 	if err != nil {
-		st := db.pool.Stat()
-		if (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && st.AcquiredConns() >= st.MaxConns() {
+		if busyPool(db.pool, err) {
 			// Every connection is checked out: busy callers, or callers
 			// stuck on a server that stopped answering. A connection of
 			// the check's own tells which.
@@ -100,7 +108,7 @@ func (db *DB) health(ctx context.Context) HealthReport {
 					_ = probe.Close(context.WithoutCancel(ctx))
 				}
 				return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
-					"pool exhausted: all %d connections in use, none free within %s", st.MaxConns(), db.cfg.HealthTimeout/2)}
+					"pool exhausted: all %d connections in use, none free within %s", db.pool.Stat().MaxConns(), db.cfg.HealthTimeout/2)}
 			}
 			return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + db.reason(perr)}
 		}

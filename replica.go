@@ -79,7 +79,6 @@ func (db *DB) Replicas() []ReplicaStatus {
 // round robin that Reader and OnReplica pick from.
 type replicaSet struct {
 	primary   *DB
-	cfg       *Config
 	members   []*replica
 	tracer    *tracer // role replica, shared by the members' pools
 	next      atomic.Uint64
@@ -105,7 +104,7 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &replicaSet{primary: db, cfg: &db.cfg, tracer: t, done: make(chan struct{})}
+	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{})}
 	for _, pcfg := range cfgs {
 		db.cfg.trace(pcfg, t)
 		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
@@ -142,7 +141,7 @@ func (s *replicaSet) start(ctx context.Context, checkNow bool) {
 		if !checkNow {
 			s.checkAll(loopCtx)
 		}
-		tick := time.NewTicker(s.cfg.ReplicaCheckPeriod)
+		tick := time.NewTicker(s.primary.cfg.ReplicaCheckPeriod)
 		defer tick.Stop()
 		for {
 			select {
@@ -230,20 +229,20 @@ func (s *replicaSet) checkAll(ctx context.Context) {
 // none comes because every one is in use, a connection of its own tells a
 // busy replica (still usable) from one that stopped answering.
 func (r *replica) check(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.set.cfg.HealthTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.set.primary.cfg.HealthTimeout)
 	defer cancel()
 	st := ReplicaStatus{Addr: r.addr}
 	var lag float64
 	scan := func(row pgx.Row) error { return row.Scan(&st.InRecovery, &lag) }
 	ctx = WithQueryName(ctx, healthQueryName)
-	acquireCtx, cancelAcquire := context.WithTimeout(ctx, r.set.cfg.HealthTimeout/2)
+	acquireCtx, cancelAcquire := context.WithTimeout(ctx, r.set.primary.cfg.HealthTimeout/2)
 	conn, err := r.pool.Acquire(acquireCtx)
 	cancelAcquire()
 	switch {
 	case err == nil:
 		err = scan(conn.QueryRow(ctx, replicaCheckSQL))
 		conn.Release()
-	case r.saturated() && (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)):
+	case busyPool(r.pool, err):
 		cc := r.pool.Config().ConnConfig
 		cc.Tracer = nil
 		var probe *pgx.Conn
@@ -253,7 +252,7 @@ func (r *replica) check(ctx context.Context) {
 		}
 	}
 	st.Lag = time.Duration(lag * float64(time.Second))
-	maxLag := r.set.cfg.MaxReplicaLag
+	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {
 	case err != nil:
 		st.Reason = r.set.primary.reason(err)
@@ -264,11 +263,6 @@ func (r *replica) check(ctx context.Context) {
 		st.Healthy, st.Usable = true, true
 	}
 	r.record(st)
-}
-
-func (r *replica) saturated() bool {
-	s := r.pool.Stat()
-	return s.AcquiredConns() >= s.MaxConns()
 }
 
 // failed sets the replica aside when err says its connection failed, not
