@@ -34,6 +34,7 @@ const (
 	DefaultPingTimeout              = time.Second
 	DefaultConnectTimeout           = 5 * time.Second
 	DefaultStatementTimeout         = 60 * time.Second
+	DefaultClientTimeoutMargin      = 5 * time.Second
 	DefaultIdleInTransactionTimeout = 5 * time.Minute
 	DefaultKeepaliveIdle            = 60 * time.Second
 	DefaultKeepaliveInterval        = 10 * time.Second
@@ -109,6 +110,18 @@ type Config struct {
 	// connection. Default: the URL's statement_timeout, else 60s; Disabled
 	// leaves the server's own setting.
 	StatementTimeout time.Duration
+	// ClientTimeout bounds, on the client, every statement (query, batch,
+	// copy, prepare; a query until its rows are closed) whose context has no
+	// deadline. StatementTimeout lives on the server and cannot end a
+	// statement the server never received or cannot answer (a partition, a
+	// frozen server): past ClientTimeout the statement fails with a timeout
+	// error (pgconn.Timeout(err) and errors.Is(err, os.ErrDeadlineExceeded)
+	// are true) and its connection is closed. A context with a deadline is
+	// left to that deadline. Default StatementTimeout plus
+	// DefaultClientTimeoutMargin (65s), so the server's own timeout, with its
+	// clear error, fires first; Disabled when StatementTimeout is Disabled.
+	// Disabled turns it off.
+	ClientTimeout time.Duration
 	// IdleInTransactionTimeout is the server's
 	// idle_in_transaction_session_timeout: a session left idle inside a
 	// transaction longer than this is ended, releasing its locks. Default 5m;
@@ -261,6 +274,7 @@ func (cfg *Config) validate() error {
 		{"PingTimeout", cfg.PingTimeout, true},
 		{"ConnectTimeout", cfg.ConnectTimeout, true},
 		{"StatementTimeout", cfg.StatementTimeout, true},
+		{"ClientTimeout", cfg.ClientTimeout, true},
 		{"IdleInTransactionTimeout", cfg.IdleInTransactionTimeout, true},
 		{"KeepaliveIdle", cfg.KeepaliveIdle, false},
 		{"KeepaliveInterval", cfg.KeepaliveInterval, false},
@@ -317,6 +331,12 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	set(&cfg.ConnectTimeout, "connect_timeout", pcfg.ConnConfig.ConnectTimeout, DefaultConnectTimeout)
 	set(&cfg.AcquireTimeout, "", 0, DefaultAcquireTimeout)
 	set(&cfg.StatementTimeout, "statement_timeout", serverDuration(params["statement_timeout"]), DefaultStatementTimeout)
+	if cfg.ClientTimeout == 0 {
+		cfg.ClientTimeout = Disabled
+		if cfg.StatementTimeout > 0 {
+			cfg.ClientTimeout = cfg.StatementTimeout + DefaultClientTimeoutMargin
+		}
+	}
 	set(&cfg.IdleInTransactionTimeout, "idle_in_transaction_session_timeout",
 		serverDuration(params["idle_in_transaction_session_timeout"]), DefaultIdleInTransactionTimeout)
 	set(&cfg.KeepaliveIdle, "", 0, DefaultKeepaliveIdle)

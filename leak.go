@@ -21,9 +21,6 @@ type leakDetector struct {
 	t         *tracer
 	threshold time.Duration
 
-	mu    sync.Mutex
-	conns map[*connState]struct{}
-
 	stop chan struct{}
 	done chan struct{}
 }
@@ -38,23 +35,9 @@ type leakState struct {
 }
 
 func newLeakDetector(t *tracer, threshold time.Duration) *leakDetector {
-	d := &leakDetector{t: t, threshold: threshold, conns: make(map[*connState]struct{}),
-		stop: make(chan struct{}), done: make(chan struct{})}
+	d := &leakDetector{t: t, threshold: threshold, stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(min(max(threshold/4, 10*time.Millisecond), 5*time.Second))
 	return d
-}
-
-// opened and closed track the pool's connections.
-func (d *leakDetector) opened(cs *connState) {
-	d.mu.Lock()
-	d.conns[cs] = struct{}{}
-	d.mu.Unlock()
-}
-
-func (d *leakDetector) closed(cs *connState) {
-	d.mu.Lock()
-	delete(d.conns, cs)
-	d.mu.Unlock()
 }
 
 func (d *leakDetector) acquired(cs *connState) {
@@ -95,13 +78,7 @@ func (d *leakDetector) run(period time.Duration) {
 
 // scan reports each connection that has just passed the threshold.
 func (d *leakDetector) scan(now time.Time) {
-	d.mu.Lock()
-	conns := make([]*connState, 0, len(d.conns))
-	for cs := range d.conns {
-		conns = append(conns, cs)
-	}
-	d.mu.Unlock()
-	for _, cs := range conns {
+	for _, cs := range d.t.openConns() {
 		cs.leak.mu.Lock()
 		// acquiredAt is read under the lock: acquired stores it before it
 		// marks the connection out, so the two agree.

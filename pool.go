@@ -23,6 +23,7 @@ type DB struct {
 
 	replicas      *replicaSet // nil without Config.ReplicaURLs
 	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
+	sockets       *sockets    // every socket the pools dial
 }
 
 // Querier is what every pgkit helper takes, so that it runs inside or outside
@@ -62,7 +63,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 
-	db := &DB{cfg: cfg, logger: cfg.Logger}
+	db := &DB{cfg: cfg, logger: cfg.Logger, sockets: newSockets()}
+	for _, pc := range append([]*pgxpool.Config{pcfg}, replicas...) {
+		pc.ConnConfig.DialFunc = db.sockets.wrap(pc.ConnConfig.DialFunc)
+	}
 	db.cfg.URL = redactedURL(pcfg)
 	db.cfg.ReplicaURLs = nil
 	for _, rc := range replicas {
@@ -152,7 +156,12 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // Close closes every connection, replicas' included, waits for acquired ones
 // to be released, stops pgkit's goroutines and unregisters its metrics.
+// Statements in flight end by their context's deadline or ClientTimeout; a
+// connection that is never released (Rows never closed, an Acquire never
+// released, a transaction never ended) makes Close wait for it, as
+// pgxpool's does: Shutdown bounds the wait.
 func (db *DB) Close() {
+	db.sockets.close()
 	if db.replicas != nil {
 		db.replicas.close()
 	}

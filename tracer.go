@@ -32,6 +32,9 @@ type tracer struct {
 
 	closeOnce sync.Once
 
+	connsMu sync.Mutex
+	conns   map[*connState]struct{} // the pools' open connections
+
 	waiting         atomic.Int64 // callers inside Acquire right now
 	acquireTimeouts atomic.Int64
 	leaked          atomic.Int64 // connections held past LeakThreshold right now
@@ -42,7 +45,7 @@ type tracer struct {
 // set, the leak detector running; close undoes both. Slow statements go to
 // ring.
 func newTracer(cfg Config, role string, ring *slowRing) (*tracer, error) {
-	t := &tracer{cfg: cfg, logger: cfg.Logger, role: role, ring: ring}
+	t := &tracer{cfg: cfg, logger: cfg.Logger, role: role, ring: ring, conns: make(map[*connState]struct{})}
 	m, err := newMetrics(cfg.Registerer, cfg.Name, role, t)
 	if err != nil {
 		return nil, err
@@ -76,8 +79,13 @@ const connStateKey = "pgkit.tracer"
 type connState struct {
 	ops [numOps]opState
 
-	acquiredAt atomic.Int64 // UnixNano of the current checkout
+	acquiredAt atomic.Int64 // UnixNano of the current checkout; 0 while in the pool
 	leak       leakState
+
+	// boundBy is 1 + the op whose start put ClientTimeout's deadline on the
+	// socket, 0 when none is set; only that op's end clears it, so a prepare
+	// nested in a query leaves the query's deadline alone.
+	boundBy uint8
 }
 
 // opState is one statement in flight on a connection.
@@ -100,13 +108,50 @@ func (t *tracer) state(conn *pgx.Conn) *connState {
 	return cs
 }
 
-func (t *tracer) begin(cs *connState, o op, name, sql string, args []any) {
-	cs.ops[o] = opState{start: time.Now(), name: name, sql: sql, args: args}
+func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op, name, sql string, args []any) {
+	now := time.Now()
+	cs.ops[o] = opState{start: now, name: name, sql: sql, args: args}
+	t.bound(ctx, conn, cs, o, now)
+}
+
+// bound puts ClientTimeout's deadline on the connection's socket when the
+// statement's context has none. The server's statement_timeout cannot end a
+// statement the server never received (a partition, a frozen server or
+// proxy); this deadline does, on the client: the read or write fails with a
+// timeout and pgx closes the connection. It is a deadline on the net.Conn,
+// not a context, so the statement path allocates nothing for it.
+func (t *tracer) bound(ctx context.Context, conn *pgx.Conn, cs *connState, o op, now time.Time) {
+	if t.cfg.ClientTimeout <= 0 || cs.boundBy != 0 {
+		return
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return
+	}
+	if err := conn.PgConn().Conn().SetDeadline(now.Add(t.cfg.ClientTimeout)); err == nil {
+		cs.boundBy = uint8(o) + 1
+	}
+}
+
+// unbound clears the deadline bound set for op o. When that deadline is
+// what ended the statement, the server did not answer for ClientTimeout:
+// the socket is closed at once, so pgx's cleanup of the connection does not
+// wait up to 15 s to drain it.
+func (t *tracer) unbound(conn *pgx.Conn, cs *connState, o op, err error) {
+	if cs.boundBy != uint8(o)+1 {
+		return
+	}
+	cs.boundBy = 0
+	if err != nil && pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		_ = conn.PgConn().Conn().Close()
+		return
+	}
+	_ = conn.PgConn().Conn().SetDeadline(time.Time{}) // fails only on a closed conn
 }
 
 // end records a finished statement: metrics, per-request stats, and the
 // slow and failed logs.
-func (t *tracer) end(ctx context.Context, cs *connState, o op, rows int64, err error) {
+func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, rows int64, err error) {
+	t.unbound(conn, cs, o, err)
 	s := &cs.ops[o]
 	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Since(s.start), rows: rows, err: err}
 	*s = opState{} // retain nothing of the statement
@@ -159,13 +204,13 @@ func sqlStateClass(err error) string {
 
 // TraceQueryStart implements pgx.QueryTracer.
 func (t *tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	t.begin(t.state(conn), opQuery, queryName(ctx, data.SQL), data.SQL, data.Args)
+	t.begin(ctx, conn, t.state(conn), opQuery, queryName(ctx, data.SQL), data.SQL, data.Args)
 	return ctx
 }
 
 // TraceQueryEnd implements pgx.QueryTracer.
 func (t *tracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
-	t.end(ctx, t.state(conn), opQuery, data.CommandTag.RowsAffected(), data.Err)
+	t.end(ctx, conn, t.state(conn), opQuery, data.CommandTag.RowsAffected(), data.Err)
 }
 
 // TraceBatchStart implements pgx.BatchTracer. A batch is named by the
@@ -179,7 +224,7 @@ func (t *tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.T
 	if data.Batch != nil && len(data.Batch.QueuedQueries) > 0 {
 		sql = data.Batch.QueuedQueries[0].SQL
 	}
-	t.begin(t.state(conn), opBatch, name, sql, nil)
+	t.begin(ctx, conn, t.state(conn), opBatch, name, sql, nil)
 	return ctx
 }
 
@@ -199,7 +244,7 @@ func (t *tracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.Tra
 	if err == nil {
 		err = cs.ops[opBatch].err
 	}
-	t.end(ctx, cs, opBatch, cs.ops[opBatch].rows, err)
+	t.end(ctx, conn, cs, opBatch, cs.ops[opBatch].rows, err)
 }
 
 // TraceCopyFromStart implements pgx.CopyFromTracer. A copy is named by the
@@ -209,13 +254,13 @@ func (t *tracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pg
 	if name == "" && len(data.TableName) > 0 {
 		name = data.TableName[len(data.TableName)-1]
 	}
-	t.begin(t.state(conn), opCopy, name, copySQL(data), nil)
+	t.begin(ctx, conn, t.state(conn), opCopy, name, copySQL(data), nil)
 	return ctx
 }
 
 // TraceCopyFromEnd implements pgx.CopyFromTracer.
 func (t *tracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
-	t.end(ctx, t.state(conn), opCopy, data.CommandTag.RowsAffected(), data.Err)
+	t.end(ctx, conn, t.state(conn), opCopy, data.CommandTag.RowsAffected(), data.Err)
 }
 
 // copySQL is the statement pgx sends for CopyFrom, for the log.
@@ -225,7 +270,7 @@ func copySQL(data pgx.TraceCopyFromStartData) string {
 
 // TracePrepareStart implements pgx.PrepareTracer.
 func (t *tracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
-	t.begin(t.state(conn), opPrepare, queryName(ctx, data.SQL), data.SQL, nil)
+	t.begin(ctx, conn, t.state(conn), opPrepare, queryName(ctx, data.SQL), data.SQL, nil)
 	return ctx
 }
 
@@ -234,10 +279,11 @@ func (t *tracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx
 func (t *tracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
 	cs := t.state(conn)
 	if data.AlreadyPrepared {
+		t.unbound(conn, cs, opPrepare, nil)
 		cs.ops[opPrepare] = opState{}
 		return
 	}
-	t.end(ctx, cs, opPrepare, 0, data.Err)
+	t.end(ctx, conn, cs, opPrepare, 0, data.Err)
 }
 
 type connectStartKey struct{}
@@ -255,9 +301,10 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 	if data.Conn != nil {
 		cs := &connState{}
 		data.Conn.PgConn().CustomData()[connStateKey] = cs
-		if t.leaks != nil {
-			t.leaks.opened(cs)
-		}
+		markPooled(data.Conn.PgConn().Conn())
+		t.connsMu.Lock()
+		t.conns[cs] = struct{}{}
+		t.connsMu.Unlock()
 	}
 	if t.m == nil {
 		return
@@ -275,11 +322,22 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 
 // connClosed is pgxpool's BeforeClose hook: the connection leaves the pool.
 func (t *tracer) connClosed(conn *pgx.Conn) {
-	if t.leaks != nil {
-		if cs, ok := conn.PgConn().CustomData()[connStateKey].(*connState); ok {
-			t.leaks.closed(cs)
-		}
+	if cs, ok := conn.PgConn().CustomData()[connStateKey].(*connState); ok {
+		t.connsMu.Lock()
+		delete(t.conns, cs)
+		t.connsMu.Unlock()
 	}
+}
+
+// openConns is a snapshot of the pools' open connections.
+func (t *tracer) openConns() []*connState {
+	t.connsMu.Lock()
+	defer t.connsMu.Unlock()
+	out := make([]*connState, 0, len(t.conns))
+	for cs := range t.conns {
+		out = append(out, cs)
+	}
+	return out
 }
 
 // TraceRelease implements pgxpool.ReleaseTracer.
@@ -292,4 +350,5 @@ func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	if t.leaks != nil {
 		t.leaks.released(cs, held)
 	}
+	cs.acquiredAt.Store(0) // after released: a leak scan reads it only while out
 }

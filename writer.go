@@ -53,6 +53,15 @@ type WriterConfig[T any] struct {
 	// Default: log them at Error through the DB's Logger with their count;
 	// never a silent drop.
 	OnError func(items []T, err error)
+	// OnAmbiguous receives items whose batch's COMMIT was sent and whose
+	// answer was lost (the connection broke, the server stopped answering),
+	// when the server could not tell within RetryFor whether it committed:
+	// they may be in the table or not, so they are neither counted written
+	// nor given to OnError. The writer reads each batch's transaction id
+	// before COMMIT and asks pg_xact_status afterwards, so this happens only
+	// when the server stays out of reach. Default: log them at Error, as
+	// OnError's default does.
+	OnAmbiguous func(items []T, err error)
 	// DedupeKey names a unique column: batches are then written with
 	// INSERT ... ON CONFLICT (DedupeKey) DO NOTHING, so a batch retried after
 	// an ambiguous failure cannot write a row twice. Default: none, batches
@@ -89,6 +98,7 @@ type Writer[T any] struct {
 	accepted  uint64        // items ever queued
 	finished  uint64        // items written or handed to OnError
 	failed    uint64        // of finished, those handed to OnError
+	ambiguous uint64        // of finished, those handed to OnAmbiguous
 	changed   chan struct{} // closed and replaced whenever queue or finished change
 	closing   bool
 	lastError error
@@ -133,6 +143,12 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if cfg.OnError == nil {
 		cfg.OnError = func(items []T, err error) {
 			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
+				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", err.Error()))
+		}
+	}
+	if cfg.OnAmbiguous == nil {
+		cfg.OnAmbiguous = func(items []T, err error) {
+			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer lost the answer to a COMMIT; these items may or may not be written",
 				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", err.Error()))
 		}
 	}
@@ -188,18 +204,15 @@ func (w *Writer[T]) Write(ctx context.Context, item T) error {
 // OnError: then it returns an error saying how many). It honours ctx.
 func (w *Writer[T]) Flush(ctx context.Context) error {
 	w.mu.Lock()
-	target, failedBefore := w.accepted, w.failed
+	target, failedBefore, ambiguousBefore := w.accepted, w.failed, w.ambiguous
 	w.mu.Unlock()
 	w.poke()
 	for {
 		w.mu.Lock()
-		finished, failed, changed, lastErr := w.finished, w.failed, w.changed, w.lastError
+		finished, failed, ambiguous, changed, lastErr := w.finished, w.failed, w.ambiguous, w.changed, w.lastError
 		w.mu.Unlock()
 		if finished >= target {
-			if failed > failedBefore {
-				return fmt.Errorf("pgkit: writer %s: %d items went to OnError: %w", w.cfg.Name, failed-failedBefore, lastErr)
-			}
-			return nil
+			return w.handedOff(failed-failedBefore, ambiguous-ambiguousBefore, lastErr)
 		}
 		select {
 		case <-ctx.Done():
@@ -240,8 +253,19 @@ func (w *Writer[T]) Close(ctx context.Context) error {
 	w.m.unregister()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.failed > 0 {
-		return fmt.Errorf("pgkit: writer %s: %d items went to OnError: %w", w.cfg.Name, w.failed, w.lastError)
+	return w.handedOff(w.failed, w.ambiguous, w.lastError)
+}
+
+// handedOff is Flush's and Close's error when items went to OnError or
+// OnAmbiguous.
+func (w *Writer[T]) handedOff(failed, ambiguous uint64, last error) error {
+	switch {
+	case failed > 0 && ambiguous > 0:
+		return fmt.Errorf("pgkit: writer %s: %d items went to OnError and %d to OnAmbiguous: %w", w.cfg.Name, failed, ambiguous, last)
+	case failed > 0:
+		return fmt.Errorf("pgkit: writer %s: %d items went to OnError: %w", w.cfg.Name, failed, last)
+	case ambiguous > 0:
+		return fmt.Errorf("pgkit: writer %s: %d items went to OnAmbiguous: %w", w.cfg.Name, ambiguous, last)
 	}
 	return nil
 }
@@ -254,6 +278,8 @@ type WriterStats struct {
 	Accepted uint64 `json:"accepted"` // items Write accepted
 	Written  uint64 `json:"written"`  // items in the database
 	Failed   uint64 `json:"failed"`   // items handed to OnError
+	// Ambiguous counts items handed to OnAmbiguous: in the table or not.
+	Ambiguous uint64 `json:"ambiguous"`
 }
 
 // Stats returns the writer's counts now.
@@ -261,7 +287,7 @@ func (w *Writer[T]) Stats() WriterStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return WriterStats{Name: w.cfg.Name, Queued: len(w.queue), Capacity: w.cfg.QueueSize,
-		Accepted: w.accepted, Written: w.finished - w.failed, Failed: w.failed}
+		Accepted: w.accepted, Written: w.finished - w.failed - w.ambiguous, Failed: w.failed, Ambiguous: w.ambiguous}
 }
 
 // depth is the number of items queued and not yet taken into a batch.
@@ -322,78 +348,113 @@ func (w *Writer[T]) run() {
 }
 
 // writeBatch writes one batch: retried while failures are transient, split
-// to isolate the items the database refuses. Every item of it ends written or
-// handed to OnError.
+// to isolate the items the database refuses. Every item of it ends written,
+// handed to OnError, or (its COMMIT's answer lost and not settled in time)
+// handed to OnAmbiguous.
 func (w *Writer[T]) writeBatch(batch []T) {
 	start := time.Now()
 	w.m.observeBatch(len(batch))
-	written, failed := w.writeSplit(batch)
-	w.m.flushed(time.Since(start), written, failed)
+	var r writeResult
+	w.writeSplit(batch, &r)
+	w.m.flushed(time.Since(start), r)
 	w.mu.Lock()
 	w.finished += uint64(len(batch))
 	w.signal()
 	w.mu.Unlock()
 }
 
-// writeSplit writes items, halving the batch around permanent errors, and
-// returns how many were written and how many went to OnError.
-func (w *Writer[T]) writeSplit(items []T) (written, failed int) {
-	err := w.writeRetrying(items)
+// writeResult counts a batch's items by outcome.
+type writeResult struct{ written, failed, ambiguous int }
+
+// writeSplit writes items, halving the batch around permanent errors.
+func (w *Writer[T]) writeSplit(items []T, r *writeResult) {
+	err, unknown := w.writeRetrying(items)
 	switch {
 	case err == nil:
-		return len(items), 0
+		r.written += len(items)
+		return
+	case unknown:
+		r.ambiguous += len(items)
+		w.handOff(items, err, true)
+		return
 	case isTransient(err) || len(items) == 1 || w.abortCtx.Err() != nil:
-		w.giveUp(items, err)
-		return 0, len(items)
+		r.failed += len(items)
+		w.handOff(items, err, false)
+		return
 	}
 	half := len(items) / 2
-	w1, f1 := w.writeSplit(items[:half])
-	w2, f2 := w.writeSplit(items[half:])
-	return w1 + w2, f1 + f2
+	w.writeSplit(items[:half], r)
+	w.writeSplit(items[half:], r)
 }
 
-// writeRetrying writes items in one statement, retrying transient failures
-// with backoff until the failures have lasted RetryFor (an outage, counted
-// across batches, so that batches queued behind it fail fast) or Close's
-// context ends.
-func (w *Writer[T]) writeRetrying(items []T) error {
+// writeRetrying writes items in one transaction, retrying transient
+// failures with backoff until the failures have lasted RetryFor (an outage,
+// counted across batches, so that batches queued behind it fail fast) or
+// Close's context ends. Each attempt has a deadline at the end of that
+// budget, so a server that stops answering cannot hold it longer. A COMMIT
+// whose answer was lost is settled with the server (RetryFor more at most):
+// committed is success, aborted is retried; unknown reports the error with
+// unknown set, and the items must not be called unwritten. With DedupeKey
+// the write is idempotent: an unknown outcome is simply written again, and
+// is unknown only if retrying ends before a write succeeds.
+func (w *Writer[T]) writeRetrying(items []T) (err error, unknown bool) {
 	for attempt := 1; ; attempt++ {
-		err := w.write(w.abortCtx, items)
+		start := time.Now()
+		deadline := start.Add(min(w.cfg.RetryFor, writerProbe))
+		if !w.failingSince.IsZero() && w.failingSince.Add(w.cfg.RetryFor).After(deadline) {
+			deadline = w.failingSince.Add(w.cfg.RetryFor)
+		} else if w.failingSince.IsZero() {
+			deadline = start.Add(w.cfg.RetryFor)
+		}
+		ctx, cancel := context.WithDeadline(w.abortCtx, deadline)
+		pending, err := w.writeOnce(ctx, items)
+		cancel()
+		switch {
+		case pending != nil && pending.xid == "":
+			// DedupeKey: the write is idempotent, so running it again
+			// settles it; only giving up leaves the outcome unknown.
+			unknown = true
+		case pending != nil:
+			committed, known := w.settle(pending, time.Now().Add(w.cfg.RetryFor))
+			switch {
+			case !known:
+				return &AmbiguousCommitError{Err: pending.err}, true
+			case committed:
+				err = nil
+			}
+			// aborted: nothing was written; retried like any transient failure
+		}
 		if err == nil || !isTransient(err) {
 			w.failingSince = time.Time{}
-			return err
+			return err, unknown && err != nil
 		}
 		if w.failingSince.IsZero() {
-			w.failingSince = time.Now()
+			w.failingSince = start
 		}
-		if time.Since(w.failingSince) > w.cfg.RetryFor || w.abortCtx.Err() != nil {
-			return err
+		if time.Since(w.failingSince) >= w.cfg.RetryFor || w.abortCtx.Err() != nil {
+			return err, unknown
 		}
 		w.m.retried()
-		wait := time.NewTimer(rand.N(min(10*time.Millisecond<<min(attempt, 10), 2*time.Second)) + time.Millisecond)
-		select {
-		case <-wait.C:
-		case <-w.abortCtx.Done():
-			wait.Stop()
-		}
+		sleepCtx(w.abortCtx, rand.N(min(10*time.Millisecond<<min(attempt, 10), 2*time.Second))+time.Millisecond)
 	}
 }
 
-func (w *Writer[T]) write(ctx context.Context, items []T) error {
-	if w.cfg.DedupeKey == "" {
-		_, err := CopyInsert(ctx, w.db, w.cfg.Table, items)
-		return err
-	}
-	_, err := UpsertMany(ctx, w.db, w.cfg.Table, items, []string{w.cfg.DedupeKey}, DoNothing(), ChunkSize(len(items)))
-	return err
-}
-
-func (w *Writer[T]) giveUp(items []T, err error) {
+// handOff gives items up: to OnError (unwritten), or to OnAmbiguous (their
+// COMMIT's outcome is unknown).
+func (w *Writer[T]) handOff(items []T, err error, ambiguous bool) {
 	w.mu.Lock()
-	w.failed += uint64(len(items))
+	if ambiguous {
+		w.ambiguous += uint64(len(items))
+	} else {
+		w.failed += uint64(len(items))
+	}
 	w.lastError = err
 	w.mu.Unlock()
-	w.cfg.OnError(items, err)
+	if ambiguous {
+		w.cfg.OnAmbiguous(items, err)
+	} else {
+		w.cfg.OnError(items, err)
+	}
 }
 
 // isTransient tells failures worth retrying (the server or the connection
@@ -421,11 +482,12 @@ func isTransient(err error) bool {
 // a Registerer.
 type writerMetrics struct {
 	collectorSet
-	written prometheus.Counter
-	failed  prometheus.Counter
-	flush   prometheus.Histogram
-	batch   prometheus.Histogram
-	retries prometheus.Counter
+	written   prometheus.Counter
+	failed    prometheus.Counter
+	ambiguous prometheus.Counter
+	flush     prometheus.Histogram
+	batch     prometheus.Histogram
+	retries   prometheus.Counter
 }
 
 func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func() float64, capacity float64) (*writerMetrics, error) {
@@ -435,11 +497,12 @@ func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func()
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "writer": name}, reg)
 	items := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgkit_writer_items_total",
-		Help: "Items the writer finished, by outcome: written, or failed (handed to OnError).",
+		Help: "Items the writer finished, by outcome: written, failed (handed to OnError) or ambiguous (handed to OnAmbiguous).",
 	}, []string{"outcome"})
 	m := &writerMetrics{
-		written: items.WithLabelValues("written"),
-		failed:  items.WithLabelValues("failed"),
+		written:   items.WithLabelValues("written"),
+		failed:    items.WithLabelValues("failed"),
+		ambiguous: items.WithLabelValues("ambiguous"),
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "pgkit_writer_flush_duration_seconds", Help: "Time to write one batch, retries and splits included.",
 			Buckets: latencyBuckets,
@@ -478,11 +541,12 @@ func (m *writerMetrics) observeBatch(n int) {
 	}
 }
 
-func (m *writerMetrics) flushed(d time.Duration, written, failed int) {
+func (m *writerMetrics) flushed(d time.Duration, r writeResult) {
 	if m != nil {
 		m.flush.Observe(d.Seconds())
-		m.written.Add(float64(written))
-		m.failed.Add(float64(failed))
+		m.written.Add(float64(r.written))
+		m.failed.Add(float64(r.failed))
+		m.ambiguous.Add(float64(r.ambiguous))
 	}
 }
 
