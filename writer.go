@@ -133,7 +133,7 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if cfg.OnError == nil {
 		cfg.OnError = func(items []T, err error) {
 			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
-				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", err.Error()))
+				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
 		}
 	}
 	w := &Writer[T]{db: db, cfg: cfg, changed: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{})}
