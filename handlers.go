@@ -28,9 +28,9 @@ func HealthHandler(db *DB) http.Handler {
 // healthy (the health check found the database up), status, reason and
 // detail (HealthReport's, the detail naming what failed), replicas (with
 // Config.ReplicaURLs: each one's latest check, with its address and detail)
-// and timestamp (RFC 3339, UTC). Callers for whom authorize returns false, and every caller when
-// authorize is nil, get 401 with a JSON error: pool statistics are for
-// operators, not the public.
+// and timestamp (RFC 3339, UTC). Callers for whom authorize returns false,
+// and every caller when authorize is nil, get 401 with a JSON error: pool
+// statistics and failure details are for operators, not the public.
 func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if authorize == nil || !authorize(r) {

@@ -203,3 +203,45 @@ func TestOpenErrorsHoldNoPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthHandlerHidesReplicas: a replica that is down shows in
+// HealthHandler's public body as not usable, with a generic reason, without
+// its address, user or database; StatsHandler gives operators all three.
+func TestHealthHandlerHidesReplicas(t *testing.T) {
+	t.Parallel()
+	const user, dbName = "replica_user_4471", "replica_db_4472"
+	addr := "127.0.0.1:" + closedPort(t)
+	db := openTest(t, pgkit.Config{URL: pgtest.NewDatabase(t), MaxConns: 2, HealthTimeout: 2 * time.Second,
+		ReplicaURLs: []string{"postgres://" + user + ":pw-4473@" + addr + "/" + dbName + "?sslmode=disable"}})
+	require.Len(t, db.Replicas(), 1)
+	require.False(t, db.Replicas()[0].Usable)
+
+	srv := httptest.NewServer(pgkit.HealthHandler(db))
+	code, body := get(t, srv.URL, "")
+	srv.Close()
+	require.Equal(t, http.StatusOK, code, "a replica down does not make the database down")
+	var public struct {
+		Replicas []map[string]any `json:"replicas"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &public))
+	require.Len(t, public.Replicas, 1)
+	require.Equal(t, false, public.Replicas[0]["usable"])
+	require.Equal(t, "cannot reach the server: connection refused", public.Replicas[0]["reason"])
+	for _, s := range []string{addr, user, dbName, "pw-4473", "detail", "addr"} {
+		require.NotContains(t, body, s)
+	}
+
+	stats := httptest.NewServer(pgkit.StatsHandler(db, pgkit.BearerToken("ops")))
+	code, body = get(t, stats.URL, "Bearer ops")
+	stats.Close()
+	require.Equal(t, http.StatusOK, code)
+	var private struct {
+		Replicas []struct{ Addr, Reason, Detail string } `json:"replicas"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &private))
+	require.Len(t, private.Replicas, 1)
+	require.Equal(t, addr, private.Replicas[0].Addr)
+	require.Equal(t, "cannot reach the server: connection refused", private.Replicas[0].Reason)
+	require.Contains(t, private.Replicas[0].Detail, user)
+	require.NotContains(t, body, "pw-4473")
+}
