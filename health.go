@@ -150,17 +150,24 @@ func (db *DB) health(ctx context.Context) HealthReport {
 	return r
 }
 
-// reason describes a failed check twice. The public reason says what kind
-// of failure it was, for anyone (HealthHandler's body): a class and the
-// SQLSTATE of a server error, the system error, or a timeout; never the
-// server's message, which can name the role or the database, nor anything
-// from the URL. The detail is the error itself, for operators (the log,
-// StatsHandler): pgx's text names the host, user and database, never the
-// password, which is masked here too.
+// reason describes a failed check, or a replica's failed statement, twice.
+// The public reason says what kind of failure it was, for anyone
+// (HealthHandler's body): a class and the SQLSTATE of a server error, the
+// system error, or a timeout; never the server's message, which can name the
+// role or the database, nor anything from the URL. The detail is for
+// operators (the log, StatsHandler): a failed connect's error as it is (it
+// names the host, user and database; never the password, which is masked
+// here too), anything else scrubbed like the "query failed" line, since a
+// replica's statement can carry argument values.
 func (db *DB) reason(err error, pool *pgxpool.Pool) (public, detail string) {
-	detail = err.Error()
-	if pw := pool.Config().ConnConfig.Password; pw != "" {
-		detail = strings.ReplaceAll(detail, pw, "xxxxx")
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		detail = err.Error()
+		if pw := pool.Config().ConnConfig.Password; pw != "" {
+			detail = strings.ReplaceAll(detail, pw, "xxxxx")
+		}
+	} else {
+		detail = logError(err)
 	}
 	var pgErr *pgconn.PgError
 	var errno syscall.Errno

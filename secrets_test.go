@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -244,4 +245,29 @@ func TestHealthHandlerHidesReplicas(t *testing.T) {
 	require.Equal(t, "cannot reach the server: connection refused", private.Replicas[0].Reason)
 	require.Contains(t, private.Replicas[0].Detail, user)
 	require.NotContains(t, body, "pw-4473")
+}
+
+// TestReplicaDetailScrubbed: a statement sent through Reader fails with an
+// error that prints its argument (pgx could not encode it). Whatever the
+// replica's status makes of it, the value is in no log line, no
+// ReplicaStatus and no StatsHandler body. (The "replica" is the primary
+// itself: a usable replica without a cluster.)
+func TestReplicaDetailScrubbed(t *testing.T) {
+	t.Parallel()
+	const secret = "replica-arg-secret-8841"
+	logs := &logRecorder{}
+	url := pgtest.NewDatabase(t)
+	db := openTest(t, pgkit.Config{URL: url, ReplicaURLs: []string{url}, MaxConns: 2, Logger: slog.New(logs)})
+	require.True(t, db.Replicas()[0].Usable)
+
+	_, err := db.Reader().Exec(context.Background(), `SELECT $1::int`, struct{ S string }{secret})
+	require.ErrorContains(t, err, secret, "pgx's own error prints the value")
+
+	stats := httptest.NewServer(pgkit.StatsHandler(db, pgkit.BearerToken("ops")))
+	_, body := get(t, stats.URL, "Bearer ops")
+	stats.Close()
+	require.Contains(t, logs.text(), "unable to encode ? into binary format for int4")
+	for what, text := range map[string]string{"logs": logs.text(), "replicas": fmt.Sprintf("%+v", db.Replicas()), "StatsHandler": body} {
+		require.NotContains(t, text, secret, what)
+	}
 }
