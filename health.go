@@ -35,9 +35,11 @@ type HealthReport struct {
 	// (HealthHandler's body): the kind of failure and its SQLSTATE or system
 	// error, never the host, user, database or password. Empty when up.
 	Reason string
-	// Detail is the error behind Reason, for operators: it can name the host,
-	// user and database (never the password). The JSON form, and so
-	// HealthHandler, leaves it out; StatsHandler and the log show it.
+	// Detail is the error behind Reason, for operators: a failed connect's
+	// error names the host, user and database (never the password); other
+	// errors are scrubbed of values like the "query failed" log line. The
+	// JSON form, and so HealthHandler, leaves it out; StatsHandler and the
+	// log show it.
 	Detail string
 	// Latency is the round trip of the check's query (zero when it could not run).
 	Latency time.Duration

@@ -36,8 +36,8 @@ type ReplicaStatus struct {
 	// HealthReport.Reason; empty when it is.
 	Reason string `json:"reason,omitempty"`
 	// Detail is the error behind Reason, for operators (the log,
-	// StatsHandler): it can name the host, user and database, never the
-	// password. HealthHandler's body leaves it out, with Addr.
+	// StatsHandler), as in HealthReport.Detail. HealthHandler's body leaves
+	// it out, with Addr.
 	Detail string `json:"detail,omitempty"`
 	// CheckedAt is when the status was last set (zero before the first
 	// check).
