@@ -158,8 +158,9 @@ type Config struct {
 	// this many bytes. Default 1000.
 	MaxLoggedSQL int
 	// LogArgs adds the arguments of slow and failed statements to their log
-	// lines, each passed through RedactArg. Default false: argument values are
-	// never logged.
+	// lines, each passed through RedactArg. The error text is scrubbed either
+	// way (values the server quotes become "?", DETAIL is left out). Default
+	// false: no arguments in the log.
 	LogArgs bool
 	// RedactArg turns an argument into what the log shows when LogArgs is set.
 	// Default RedactArgType: the type, and the length of strings and byte
@@ -444,7 +445,7 @@ func (cfg *Config) replicaConfigs() ([]*pgxpool.Config, error) {
 		}
 		pcfg, err := pgxpool.ParseConfig(u)
 		if err != nil {
-			return nil, redact(&ConfigError{Field: field, Reason: "cannot parse", Err: err}, params["password"])
+			return nil, redact(&ConfigError{Field: field, Reason: "cannot parse", Err: parseError(err, params["password"])}, params["password"])
 		}
 		cfg.configure(pcfg, params)
 		out[i] = pcfg

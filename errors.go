@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrAcquireTimeout is returned when no pool connection became free within
@@ -92,6 +94,42 @@ func redact(err error, secret string) error {
 		return err
 	}
 	return &redactedError{msg: strings.ReplaceAll(err.Error(), secret, "xxxxx"), cause: err}
+}
+
+// parseError is what Open keeps of pgx's refusal to parse a connection
+// string: its message, the password masked, over the cause pgx found (such
+// as a strconv error). pgconn's *ParseConfigError itself is left out of the
+// chain: its exported ConnString is the raw string, password included, which
+// errors.As or %#v would show.
+func parseError(err error, password string) error {
+	var pce *pgconn.ParseConfigError
+	if !errors.As(err, &pce) {
+		return redact(err, password)
+	}
+	msg := err.Error()
+	if password != "" {
+		msg = strings.ReplaceAll(msg, password, "xxxxx")
+	}
+	var cause error
+	if inner := errors.Unwrap(pce); inner != nil {
+		cause = parseError(inner, password)
+	}
+	return &redactedError{msg: msg, cause: cause}
+}
+
+// openError is err as Open returns it: the password masked in its message
+// (redact), and in the *pgconn.ConnectError it may hold, whose exported
+// Config is the connection's, password included. That error is Open's own
+// (its check connection failed), so its Config is swapped for a copy
+// without the password; errors.As still finds the ConnectError.
+func openError(err error, password string) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && ce.Config != nil && ce.Config.Password != "" {
+		cc := ce.Config.Copy()
+		cc.Password = ""
+		ce.Config = cc
+	}
+	return redact(err, password)
 }
 
 // isAcquireTimeout reports whether err is pgkit's acquire timeout.

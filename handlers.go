@@ -10,7 +10,9 @@ import (
 
 // HealthHandler serves db.Health as JSON: 200 when up or degraded (the server
 // answers; the pool is busy), 503 when down. Mount it for load balancer and
-// Kubernetes probes. The body never holds the URL or a password.
+// Kubernetes probes. The body is for anyone: its reasons say what kind of
+// failure it was (HealthReport.Reason), never the server's message, a host,
+// user, database or password; the detail is in the log and StatsHandler.
 func HealthHandler(db *DB) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		report := db.Health(r.Context())
@@ -23,11 +25,12 @@ func HealthHandler(db *DB) http.Handler {
 }
 
 // StatsHandler serves the admin db-stats endpoint: JSON with pool_stats,
-// healthy (the health check found the database up), replicas (with
-// Config.ReplicaURLs: each one's latest check) and timestamp (RFC 3339,
-// UTC). Callers for whom authorize returns false, and every caller when
-// authorize is nil, get 401 with a JSON error: pool statistics are for
-// operators, not the public.
+// healthy (the health check found the database up), status, reason and
+// detail (HealthReport's, the detail naming what failed), replicas (with
+// Config.ReplicaURLs: each one's latest check, with its address and detail)
+// and timestamp (RFC 3339, UTC). Callers for whom authorize returns false,
+// and every caller when authorize is nil, get 401 with a JSON error: pool
+// statistics and failure details are for operators, not the public.
 func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if authorize == nil || !authorize(r) {
@@ -39,9 +42,13 @@ func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 		writeJSON(w, http.StatusOK, struct {
 			PoolStats PoolStats       `json:"pool_stats"`
 			Healthy   bool            `json:"healthy"`
+			Status    HealthStatus    `json:"status"`
+			Reason    string          `json:"reason,omitempty"`
+			Detail    string          `json:"detail,omitempty"`
 			Replicas  []ReplicaStatus `json:"replicas,omitempty"`
 			Timestamp string          `json:"timestamp"`
-		}{report.Pool, report.Status == StatusUp, report.Replicas, time.Now().UTC().Format(time.RFC3339)})
+		}{report.Pool, report.Status == StatusUp, report.Status, report.Reason, report.Detail, report.Replicas,
+			time.Now().UTC().Format(time.RFC3339)})
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,8 +31,16 @@ const (
 // HealthReport is what DB.Health found. It never holds the URL or a password.
 type HealthReport struct {
 	Status HealthStatus
-	// Reason says why the status is not up; empty when up.
+	// Reason says why the status is not up, in terms fit for the public
+	// (HealthHandler's body): the kind of failure and its SQLSTATE or system
+	// error, never the host, user, database or password. Empty when up.
 	Reason string
+	// Detail is the error behind Reason, for operators: a failed connect's
+	// error names the host, user and database (never the password); other
+	// errors are scrubbed of values like the "query failed" log line. The
+	// JSON form, and so HealthHandler, leaves it out; StatsHandler and the
+	// log show it.
+	Detail string
 	// Latency is the round trip of the check's query (zero when it could not run).
 	Latency time.Duration
 	// ServerVersion is the server's server_version setting, e.g. "15.19".
@@ -49,8 +58,21 @@ type HealthReport struct {
 }
 
 // MarshalJSON writes the report with snake_case keys and latency in
-// milliseconds.
+// milliseconds, as HealthHandler serves it to anyone: without Detail, and
+// each replica without its address and detail (StatsHandler shows those).
 func (r HealthReport) MarshalJSON() ([]byte, error) {
+	type publicReplica struct {
+		Healthy    bool      `json:"healthy"`
+		InRecovery bool      `json:"in_recovery"`
+		Usable     bool      `json:"usable"`
+		Reason     string    `json:"reason,omitempty"`
+		LagSeconds float64   `json:"lag_seconds"`
+		CheckedAt  time.Time `json:"checked_at"`
+	}
+	var replicas []publicReplica
+	for _, s := range r.Replicas {
+		replicas = append(replicas, publicReplica{s.Healthy, s.InRecovery, s.Usable, s.Reason, s.Lag.Seconds(), s.CheckedAt})
+	}
 	return json.Marshal(struct {
 		Status        HealthStatus    `json:"status"`
 		Reason        string          `json:"reason,omitempty"`
@@ -58,9 +80,9 @@ func (r HealthReport) MarshalJSON() ([]byte, error) {
 		ServerVersion string          `json:"server_version,omitempty"`
 		InRecovery    bool            `json:"in_recovery"`
 		Pool          PoolStats       `json:"pool"`
-		Replicas      []ReplicaStatus `json:"replicas,omitempty"`
+		Replicas      []publicReplica `json:"replicas,omitempty"`
 		CheckedAt     time.Time       `json:"checked_at"`
-	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, r.Replicas, r.CheckedAt.UTC()})
+	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, replicas, r.CheckedAt.UTC()})
 }
 
 // Health checks the database within Config.HealthTimeout (default 1s) and
@@ -77,7 +99,7 @@ func (db *DB) Health(ctx context.Context) HealthReport {
 	r.CheckedAt = time.Now()
 	if r.Status != StatusUp {
 		db.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: database health check failed",
-			slog.String("status", string(r.Status)), slog.String("reason", r.Reason))
+			slog.String("status", string(r.Status)), slog.String("reason", r.Reason), slog.String("detail", r.Detail))
 	}
 	return r
 }
@@ -110,9 +132,11 @@ func (db *DB) health(ctx context.Context) HealthReport {
 				return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
 					"pool exhausted: all %d connections in use, none free within %s", db.pool.Stat().MaxConns(), db.cfg.HealthTimeout/2)}
 			}
-			return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + db.reason(perr)}
+			reason, detail := db.reason(perr, db.pool)
+			return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + reason, Detail: detail}
 		}
-		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
+		reason, detail := db.reason(err, db.pool)
+		return HealthReport{Status: StatusDown, Reason: reason, Detail: detail}
 	}
 	defer conn.Release()
 
@@ -120,30 +144,69 @@ func (db *DB) health(ctx context.Context) HealthReport {
 	start := time.Now()
 	err = conn.QueryRow(WithQueryName(ctx, healthQueryName), `SELECT current_setting('server_version'), pg_is_in_recovery()`).Scan(&r.ServerVersion, &r.InRecovery)
 	if err != nil {
-		return HealthReport{Status: StatusDown, Reason: db.reason(err)}
+		reason, detail := db.reason(err, db.pool)
+		return HealthReport{Status: StatusDown, Reason: reason, Detail: detail}
 	}
 	r.Latency = time.Since(start)
 	r.Status = StatusUp
 	return r
 }
 
-// reason describes a failed check without anything from the URL (pgx's
-// connect errors name the host, user and database): a server error's
-// SQLSTATE and message, the system error, or a timeout.
-func (db *DB) reason(err error) string {
+// reason describes a failed check, or a replica's failed statement, twice.
+// The public reason says what kind of failure it was, for anyone
+// (HealthHandler's body): a class and the SQLSTATE of a server error, the
+// system error, or a timeout; never the server's message, which can name the
+// role or the database, nor anything from the URL. The detail is for
+// operators (the log, StatsHandler): a failed connect's error as it is (it
+// names the host, user and database; never the password, which is masked
+// here too), anything else scrubbed like the "query failed" line, since a
+// replica's statement can carry argument values.
+func (db *DB) reason(err error, pool *pgxpool.Pool) (public, detail string) {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		detail = err.Error()
+		if pw := pool.Config().ConnConfig.Password; pw != "" {
+			detail = strings.ReplaceAll(detail, pw, "xxxxx")
+		}
+	} else {
+		detail = logError(err)
+	}
 	var pgErr *pgconn.PgError
 	var errno syscall.Errno
 	switch {
 	case errors.As(err, &pgErr):
-		return fmt.Sprintf("server error %s: %s", pgErr.Code, pgErr.Message)
+		return serverErrorClass(pgErr.Code) + " (SQLSTATE " + pgErr.Code + ")", detail
 	case errors.As(err, &errno):
-		return "cannot reach the server: " + errno.Error()
+		return "cannot reach the server: " + errno.Error(), detail
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("no answer from the server within %s", db.cfg.HealthTimeout)
+		return fmt.Sprintf("no answer from the server within %s", db.cfg.HealthTimeout), detail
 	case errors.Is(err, context.Canceled):
-		return "check canceled"
+		return "check canceled", detail
 	default:
-		return "cannot reach the server"
+		return "cannot reach the server", detail
+	}
+}
+
+// serverErrorClass names, in general terms, what a server's refusal of a
+// health check means.
+func serverErrorClass(code string) string {
+	switch {
+	case code == "28000" || code == "28P01" || code == "42501":
+		return "authentication or authorization refused"
+	case code == "3D000":
+		return "database does not exist"
+	case code == "53300":
+		return "too many connections"
+	case code == "57P01" || code == "57P02" || code == "57P03":
+		return "server shutting down or starting up"
+	case code == "57014":
+		return "check canceled by the server"
+	case strings.HasPrefix(code, "08"):
+		return "connection failure"
+	case strings.HasPrefix(code, "53"):
+		return "server out of resources"
+	default:
+		return "server error"
 	}
 }
 

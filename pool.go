@@ -54,7 +54,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
-		return nil, redact(&ConfigError{Field: "URL", Reason: "cannot parse", Err: err}, password)
+		return nil, redact(&ConfigError{Field: "URL", Reason: "cannot parse", Err: parseError(err, password)}, password)
 	}
 	cfg.applyDefaults(params, pcfg)
 	cfg.configure(pcfg, params)
@@ -80,7 +80,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
-		return nil, redact(fmt.Errorf("pgkit: open: %w", err), password)
+		return nil, openError(fmt.Errorf("pgkit: open: %w", err), password)
 	}
 	if db.tracer.m != nil {
 		db.tracer.m.pool.src.Store(&poolSource{
@@ -97,7 +97,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if !cfg.LazyConnect {
 		if err := db.checkServer(ctx); err != nil {
 			db.Close()
-			return nil, redact(fmt.Errorf("pgkit: open: %w", pgBouncerHint(err, cfg.PgBouncer)), password)
+			return nil, openError(fmt.Errorf("pgkit: open: %w", pgBouncerHint(err, cfg.PgBouncer)), password)
 		}
 	}
 	if db.replicas != nil {

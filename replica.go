@@ -32,8 +32,13 @@ type ReplicaStatus struct {
 	// Usable: healthy and Lag within Config.MaxReplicaLag, so DB.Reader and
 	// OnReplica send it work.
 	Usable bool `json:"usable"`
-	// Reason says why it is not usable; empty when it is.
+	// Reason says why it is not usable, in the public terms of
+	// HealthReport.Reason; empty when it is.
 	Reason string `json:"reason,omitempty"`
+	// Detail is the error behind Reason, for operators (the log,
+	// StatsHandler), as in HealthReport.Detail. HealthHandler's body leaves
+	// it out, with Addr.
+	Detail string `json:"detail,omitempty"`
 	// CheckedAt is when the status was last set (zero before the first
 	// check).
 	CheckedAt time.Time `json:"checked_at"`
@@ -255,7 +260,7 @@ func (r *replica) check(ctx context.Context) {
 	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {
 	case err != nil:
-		st.Reason = r.set.primary.reason(err)
+		st.Reason, st.Detail = r.set.primary.reason(err, r.pool)
 	case maxLag > 0 && st.Lag > maxLag:
 		st.Healthy = true
 		st.Reason = fmt.Sprintf("lag %s exceeds MaxReplicaLag %s", st.Lag.Round(time.Millisecond), maxLag)
@@ -277,7 +282,7 @@ func (r *replica) failed(err error) {
 	}
 	st := *r.status.Load()
 	st.Healthy, st.Usable = false, false
-	st.Reason = r.set.primary.reason(err)
+	st.Reason, st.Detail = r.set.primary.reason(err, r.pool)
 	r.record(st)
 }
 
@@ -291,13 +296,13 @@ func (r *replica) record(st ReplicaStatus) {
 	switch {
 	case was.Usable && !st.Usable:
 		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: replica set aside",
-			slog.String("replica", r.addr), slog.String("reason", st.Reason))
+			slog.String("replica", r.addr), slog.String("reason", st.Reason), slog.String("detail", st.Detail))
 	case !was.Usable && st.Usable && !was.CheckedAt.IsZero():
 		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelInfo, "pgkit: replica back in use",
 			slog.String("replica", r.addr), slog.Duration("lag", st.Lag))
 	case was.CheckedAt.IsZero() && !st.Usable:
 		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: replica not usable",
-			slog.String("replica", r.addr), slog.String("reason", st.Reason))
+			slog.String("replica", r.addr), slog.String("reason", st.Reason), slog.String("detail", st.Detail))
 	}
 }
 

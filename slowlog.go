@@ -164,7 +164,7 @@ func (t *tracer) logStatement(ctx context.Context, f *finished) {
 		attrs = append(attrs, slog.String("sqlstate", sqlState))
 	}
 	if f.err != nil {
-		attrs = append(attrs, slog.String("error", t.errorText(f.err, pgErr, f.args)))
+		attrs = append(attrs, slog.String("error", scrubError(f.err, pgErr, f.args)))
 	}
 	if t.cfg.LogArgs && len(f.args) > 0 {
 		redacted := make([]string, len(f.args))
@@ -176,24 +176,38 @@ func (t *tracer) logStatement(ctx context.Context, f *finished) {
 	t.logger.LogAttrs(ctx, level, msg, attrs...)
 }
 
-// errorText describes a statement's error for the log without the values
-// of its arguments (unless Config.LogArgs): PostgreSQL quotes offending
-// values in its messages (`invalid input syntax for type integer: "…"`) and
-// shows keys in DETAIL, and pgx's encode errors can name a value. So DETAIL
-// is left out, double-quoted text other than the error's own identifiers is
-// replaced by "?", and so is any argument's text that still appears.
-func (t *tracer) errorText(err error, pgErr *pgconn.PgError, args []any) string {
-	if t.cfg.LogArgs {
-		if pgErr != nil && pgErr.Detail != "" {
-			return pgErr.Message + " (" + pgErr.Detail + ")"
-		}
-		return err.Error()
+// logError is the error of a log line outside the tracer (the Writer's
+// default OnError): scrubError's text, with the SQLSTATE when the server
+// refused the statement.
+func logError(err error) string {
+	var pgErr *pgconn.PgError
+	errors.As(err, &pgErr)
+	text := scrubError(err, pgErr, nil)
+	if pgErr != nil {
+		text += " (SQLSTATE " + pgErr.Code + ")"
 	}
-	text := err.Error()
+	return text
+}
+
+// scrubError describes err (whose server error, if any, is pgErr) without
+// the values of query arguments, for pgkit's log lines. PostgreSQL quotes
+// offending values in its messages (`invalid input syntax for type integer:
+// "…"`) and shows keys and rows in DETAIL, and pgx's encode errors print the
+// value they could not encode. So: a server error is its message alone
+// (DETAIL, HINT and WHERE are left out; the SQLSTATE is the caller's to add);
+// double-quoted text other than the error's own identifiers becomes "?"; an
+// encode error keeps the type it was for and drops the value and its cause;
+// and any argument's text (of 3 bytes or more) that still appears becomes
+// "?".
+func scrubError(err error, pgErr *pgconn.PgError, args []any) string {
+	var text string
 	if pgErr != nil {
 		text = scrubQuoted(pgErr.Message, pgErr.ConstraintName, pgErr.TableName, pgErr.ColumnName,
 			pgErr.SchemaName, pgErr.DataTypeName)
+	} else {
+		text = scrubQuoted(err.Error())
 	}
+	text = scrubEncode(text)
 	for _, a := range args {
 		var v string
 		switch a := a.(type) {
@@ -211,6 +225,29 @@ func (t *tracer) errorText(err error, pgErr *pgconn.PgError, args []any) string 
 		}
 	}
 	return text
+}
+
+// scrubEncode shortens pgx's encode error, which prints the value (`unable
+// to encode "…" into binary format for uuid (OID 2950): cannot parse UUID
+// …`), to what it says about the type: `unable to encode ? into binary
+// format for uuid (OID 2950)`. A COPY whose value pgx could not encode
+// comes back from the server with this text in its message.
+func scrubEncode(text string) string {
+	const head = "unable to encode "
+	i := strings.Index(text, head)
+	if i < 0 {
+		return text
+	}
+	rest := text[i+len(head):]
+	out := text[:i+len(head)] + "?"
+	if j := strings.Index(rest, " format for "); j >= 0 {
+		if k := strings.LastIndex(rest[:j], " into "); k >= 0 {
+			if e := strings.IndexByte(rest[j:], ')'); e >= 0 {
+				out += rest[k : j+e+1]
+			}
+		}
+	}
+	return out
 }
 
 // scrubQuoted replaces each "double-quoted" part of msg by "?", except the

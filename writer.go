@@ -143,7 +143,7 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if cfg.OnError == nil {
 		cfg.OnError = func(items []T, err error) {
 			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
-				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", err.Error()))
+				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
 		}
 	}
 	if cfg.OnAmbiguous == nil {
