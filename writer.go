@@ -110,7 +110,11 @@ type Writer[T any] struct {
 	kick chan struct{}
 	done chan struct{}
 
-	failingSince time.Time // start of the current run of transient failures (run's goroutine only)
+	// The current run of transient failures (run's goroutine only): since
+	// when, its last error, and when the last attempt ended.
+	failingSince time.Time
+	outageErr    error
+	lastAttempt  time.Time
 }
 
 // NewWriter starts a writer of items of T (a db-tagged struct, as for
@@ -149,7 +153,7 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if cfg.OnAmbiguous == nil {
 		cfg.OnAmbiguous = func(items []T, err error) {
 			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer lost the answer to a COMMIT; these items may or may not be written",
-				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", err.Error()))
+				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
 		}
 	}
 	w := &Writer[T]{db: db, cfg: cfg, changed: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{})}
@@ -400,15 +404,24 @@ func (w *Writer[T]) writeSplit(items []T, r *writeResult) {
 func (w *Writer[T]) writeRetrying(items []T) (err error, unknown bool) {
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		deadline := start.Add(min(w.cfg.RetryFor, writerProbe))
-		if !w.failingSince.IsZero() && w.failingSince.Add(w.cfg.RetryFor).After(deadline) {
+		deadline := start.Add(w.cfg.RetryFor)
+		if !w.failingSince.IsZero() {
 			deadline = w.failingSince.Add(w.cfg.RetryFor)
-		} else if w.failingSince.IsZero() {
-			deadline = start.Add(w.cfg.RetryFor)
+		}
+		if !deadline.After(start) {
+			// The outage has outlived RetryFor: one attempt per
+			// writerProbeEvery tries the server; the batches between fail at
+			// once rather than each waiting on a server that may not answer.
+			if start.Sub(w.lastAttempt) < writerProbeEvery {
+				return fmt.Errorf("pgkit: writer %s: the database has been failing for %s: %w",
+					w.cfg.Name, start.Sub(w.failingSince).Round(time.Millisecond), w.outageErr), false
+			}
+			deadline = start.Add(min(w.cfg.RetryFor, writerProbe))
 		}
 		ctx, cancel := context.WithDeadline(w.abortCtx, deadline)
 		pending, err := w.writeOnce(ctx, items)
 		cancel()
+		w.lastAttempt = time.Now()
 		switch {
 		case pending != nil && pending.xid == "":
 			// DedupeKey: the write is idempotent, so running it again
@@ -431,6 +444,7 @@ func (w *Writer[T]) writeRetrying(items []T) (err error, unknown bool) {
 		if w.failingSince.IsZero() {
 			w.failingSince = start
 		}
+		w.outageErr = err
 		if time.Since(w.failingSince) >= w.cfg.RetryFor || w.abortCtx.Err() != nil {
 			return err, unknown
 		}

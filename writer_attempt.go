@@ -16,6 +16,10 @@ import (
 // back), without waiting a whole RetryFor behind a dead server.
 const writerProbe = 5 * time.Second
 
+// writerProbeEvery is how often a batch tries the server once an outage has
+// outlived RetryFor; the batches in between go to OnError at once.
+const writerProbeEvery = time.Second
+
 // pendingCommit is a write whose COMMIT was sent and whose answer was lost:
 // the transaction xid may or may not have committed.
 type pendingCommit struct {
