@@ -3,6 +3,7 @@ package pgkit
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -130,6 +131,18 @@ type Config struct {
 	// KeepaliveCount is the number of unanswered probes after which the
 	// connection is dropped. Default 3; so a dead peer is found in about 90s.
 	KeepaliveCount int
+	// TCPUserTimeout is the socket's TCP_USER_TIMEOUT (Linux; elsewhere it
+	// has no effect): a connection whose sent data stays unacknowledged this
+	// long is closed by the kernel, and the call on it fails. Keepalive
+	// probes are sent only while nothing is in flight, so without it a
+	// request sent into a network that lost the server waits for the
+	// kernel's retransmissions, 15 minutes or more. Default KeepaliveIdle +
+	// KeepaliveInterval × KeepaliveCount (90s with their defaults): the
+	// time keepalives take to find a dead peer of an idle connection, which
+	// is also the shortest value that does not cut that search short (the
+	// kernel applies TCP_USER_TIMEOUT to keepalive probes too). Disabled
+	// leaves the system's default.
+	TCPUserTimeout time.Duration
 
 	// HealthTimeout bounds DB.Health. Default 1s.
 	HealthTimeout time.Duration
@@ -248,6 +261,10 @@ func (cfg *Config) validate() error {
 	if cfg.KeepaliveCount < 0 {
 		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
 	}
+	if cfg.TCPUserTimeout.Milliseconds() > math.MaxInt32 {
+		return &ConfigError{Field: "TCPUserTimeout", Reason: fmt.Sprintf("must be at most %s (got %s)",
+			time.Duration(math.MaxInt32)*time.Millisecond, cfg.TCPUserTimeout)}
+	}
 	durations := []struct {
 		field      string
 		d          time.Duration
@@ -260,6 +277,7 @@ func (cfg *Config) validate() error {
 		{"HealthCheckPeriod", cfg.HealthCheckPeriod, false},
 		{"PingTimeout", cfg.PingTimeout, true},
 		{"ConnectTimeout", cfg.ConnectTimeout, true},
+		{"TCPUserTimeout", cfg.TCPUserTimeout, true},
 		{"StatementTimeout", cfg.StatementTimeout, true},
 		{"IdleInTransactionTimeout", cfg.IdleInTransactionTimeout, true},
 		{"KeepaliveIdle", cfg.KeepaliveIdle, false},
@@ -327,6 +345,7 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	if cfg.KeepaliveCount == 0 {
 		cfg.KeepaliveCount = DefaultKeepaliveCount
 	}
+	set(&cfg.TCPUserTimeout, "", 0, cfg.KeepaliveIdle+cfg.KeepaliveInterval*time.Duration(cfg.KeepaliveCount))
 	if cfg.ApplicationName == "" {
 		cfg.ApplicationName = params["application_name"]
 	}
@@ -380,7 +399,7 @@ func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 		Idle:     cfg.KeepaliveIdle,
 		Interval: cfg.KeepaliveInterval,
 		Count:    cfg.KeepaliveCount,
-	}}
+	}, ControlContext: tcpUserTimeout(cfg.TCPUserTimeout)}
 	pcfg.ConnConfig.DialFunc = dialer.DialContext
 
 	rp := pcfg.ConnConfig.RuntimeParams
