@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,8 +19,8 @@ import (
 // the server is down for 3.4 s (the proxy cuts the open connections and
 // resets every new one, counting them). The outage costs the server tens of
 // connection attempts, not thousands; callers fail fast with the connection
-// error rather than wait; and the first query succeeds well within a second
-// of the server being back.
+// error rather than wait; the first query succeeds well within a second of
+// the server being back; and the outage is logged twice, not per call.
 func TestConnectBackoffDuringOutage(t *testing.T) {
 	t.Parallel()
 	const (
@@ -28,7 +29,8 @@ func TestConnectBackoffDuringOutage(t *testing.T) {
 		maxRecovery = 1500 * time.Millisecond // measured 0.04–0.42 s (DefaultConnectBackoff 500 ms)
 	)
 	url, proxy := proxied(t)
-	db := openTest(t, pgkit.Config{URL: url, MaxConns: 4, ConnectTimeout: time.Second})
+	logs := &logRecorder{}
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 4, ConnectTimeout: time.Second, Logger: slog.New(logs)})
 	ctx := context.Background()
 
 	var (
@@ -109,6 +111,14 @@ func TestConnectBackoffDuringOutage(t *testing.T) {
 	require.Less(t, recovery, maxRecovery, "recovery after the server is back")
 	require.Positive(t, unreachable.Load(), "callers fail fast while pgkit backs off")
 	require.Less(t, time.Duration(slowestFail.Load()), time.Second, "no caller waits out AcquireTimeout (5 s) while the server is down")
+
+	// The outage is logged once when the backoff starts and once when the
+	// pool connects again, not per call.
+	text := logs.text()
+	require.Equal(t, 1, strings.Count(text, "pgkit: cannot connect to the database"), text)
+	require.Equal(t, 1, strings.Count(text, "pgkit: connected to the database again"), text)
+	_, ok := logs.find("pgkit: connected to the database again", "addr", proxy.Addr())
+	require.True(t, ok, text)
 }
 
 // TestAcquireTimeoutSaysUnreachable: when AcquireTimeout ends a wait during
