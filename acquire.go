@@ -11,8 +11,10 @@ import (
 
 // acquireCtx is the context pgxpool uses for one Acquire: the caller's, plus
 // AcquireTimeout. Its Err reports ErrAcquireTimeout when the timeout, not the
-// caller, ended the wait; puddle and pgxpool return ctx.Err(), so every pool
-// method reports it without pgkit wrapping rows, batches or transactions.
+// caller, ended the wait (an *UnreachableError, which matches it, when
+// connection attempts were failing meanwhile); puddle and pgxpool return
+// ctx.Err(), so every pool method reports it without pgkit wrapping rows,
+// batches or transactions.
 //
 // It is a context of its own rather than context.WithTimeout because it is on
 // every checkout: after a successful Acquire, its channel and timer are
@@ -29,6 +31,9 @@ type acquireCtx struct {
 	connected  atomic.Bool  // a connection was opened with this context (see release)
 	timer      *time.Timer
 	stopParent func() bool
+
+	conns      *connectBackoff // the pool's connection attempts; nil in benchmarks
+	timeoutErr error           // set by timedOut before the state says so: Err's answer then, when not nil
 }
 
 const (
@@ -41,12 +46,13 @@ type acquireCtxKey struct{}
 
 var acquireCtxPool = sync.Pool{New: func() any { return &acquireCtx{} }}
 
-func newAcquireCtx(parent context.Context, timeout time.Duration) *acquireCtx {
+func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connectBackoff) *acquireCtx {
 	c := acquireCtxPool.Get().(*acquireCtx)
 	c.parent = parent
 	c.start = time.Now()
 	c.deadline = time.Time{}
 	c.connected.Store(false)
+	c.conns, c.timeoutErr = conns, nil
 	if timeout <= 0 {
 		return c
 	}
@@ -65,8 +71,20 @@ func newAcquireCtx(parent context.Context, timeout time.Duration) *acquireCtx {
 	return c
 }
 
-func (c *acquireCtx) timedOut()   { c.finish(acquireTimedOut) }
 func (c *acquireCtx) parentDone() { c.finish(acquireParentDone) }
+
+// timedOut ends the wait at AcquireTimeout. When connection attempts were
+// failing meanwhile, the wait ends with an *UnreachableError that says so
+// (and still matches ErrAcquireTimeout): the database is down, not busy.
+// It is written before finish publishes the state that Err reads.
+func (c *acquireCtx) timedOut() {
+	if c.conns != nil {
+		if err := c.conns.timeoutError(c.start); err != nil {
+			c.timeoutErr = err
+		}
+	}
+	c.finish(acquireTimedOut)
+}
 
 func (c *acquireCtx) finish(state int32) {
 	if c.state.CompareAndSwap(acquireLive, state) {
@@ -91,7 +109,7 @@ func (c *acquireCtx) release(acquired bool) {
 		}
 	}
 	if acquired && stopped && !c.connected.Load() && c.state.Load() == acquireLive {
-		c.parent = nil
+		c.parent, c.conns = nil, nil
 		acquireCtxPool.Put(c)
 	}
 }
@@ -120,6 +138,9 @@ func (c *acquireCtx) Err() error {
 		if err := c.parent.Err(); err != nil {
 			return err // the caller's deadline came at the same time: it wins
 		}
+		if c.timeoutErr != nil {
+			return c.timeoutErr
+		}
 		return ErrAcquireTimeout
 	case acquireParentDone:
 		return c.parent.Err()
@@ -134,10 +155,15 @@ func (c *acquireCtx) Value(key any) any {
 	return c.parent.Value(key)
 }
 
-// TraceAcquireStart implements pgxpool.AcquireTracer.
+// TraceAcquireStart implements pgxpool.AcquireTracer; a pool's poolTracer
+// adds its connection attempts.
 func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	return t.acquireStart(ctx, nil)
+}
+
+func (t *tracer) acquireStart(ctx context.Context, conns *connectBackoff) context.Context {
 	t.waiting.Add(1)
-	return newAcquireCtx(ctx, t.cfg.AcquireTimeout)
+	return newAcquireCtx(ctx, t.cfg.AcquireTimeout, conns)
 }
 
 // TraceAcquireEnd implements pgxpool.AcquireTracer.

@@ -21,7 +21,12 @@
 // itself. Every wait for a connection is bounded by Config.AcquireTimeout:
 //
 //	_, err := db.Exec(ctx, "UPDATE users SET name = $1 WHERE id = $2", name, id)
-//	if errors.Is(err, pgkit.ErrAcquireTimeout) {
+//	var down *pgkit.UnreachableError
+//	switch {
+//	case errors.As(err, &down):
+//		// the database cannot be reached (pgkit backs off connecting,
+//		// Config.ConnectBackoff): answer 503 at once
+//	case errors.Is(err, pgkit.ErrAcquireTimeout):
 //		// the pool is exhausted: answer 503 rather than queue forever
 //	}
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -76,6 +77,52 @@ func (e *ConfigError) Error() string {
 }
 
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// UnreachableError is returned by a call that needed a new connection when
+// the database could not be reached. Err is the last connection attempt's
+// error, as pgx returned it (a *pgconn.ConnectError), which errors.As
+// reaches.
+//
+// A call gets it at once, without connecting, while pgkit backs off after
+// connection attempts failed in a row (Config.ConnectBackoff). It also ends
+// a wait that AcquireTimeout cut short while attempts were failing; then
+// AcquireTimeout is set, and it matches ErrAcquireTimeout and
+// context.DeadlineExceeded too, so code that sheds load on a timeout keeps
+// working, and code that checks for this error first can tell a database
+// that is down from a pool that is busy:
+//
+//	var down *pgkit.UnreachableError
+//	switch {
+//	case errors.As(err, &down): // 503: the database cannot be reached
+//	case errors.Is(err, pgkit.ErrAcquireTimeout): // 503: busy, retry later
+//	}
+type UnreachableError struct {
+	Err            error         // the last failed connection attempt's error
+	Failures       int           // connection attempts that failed in a row
+	FailingFor     time.Duration // since the first of them failed
+	AcquireTimeout bool          // the call waited AcquireTimeout for a connection
+}
+
+func (e *UnreachableError) Error() string {
+	msg := "pgkit: the database could not be reached"
+	if e.AcquireTimeout {
+		msg = "pgkit: no pool connection within Config.AcquireTimeout: the database could not be reached"
+	}
+	return fmt.Sprintf("%s (%d connection attempts failed in a row, over %s): %v",
+		msg, e.Failures, e.FailingFor.Round(time.Millisecond), e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrAcquireTimeout) and errors.Is(err,
+// context.DeadlineExceeded) true when AcquireTimeout ended the wait.
+func (e *UnreachableError) Is(target error) bool {
+	return e.AcquireTimeout && (target == ErrAcquireTimeout || target == context.DeadlineExceeded)
+}
+
+// Timeout reports whether AcquireTimeout ended the wait, like
+// ErrAcquireTimeout's Timeout.
+func (e *UnreachableError) Timeout() bool { return e.AcquireTimeout }
 
 // redactedError hides a secret (the password from Config.URL) in the message of
 // the error it wraps, while errors.Is/As still reach the cause.

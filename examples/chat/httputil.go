@@ -25,10 +25,18 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// serverError logs err and answers 503 when the pool is exhausted, else 500;
-// the client never sees the database's message.
+// serverError logs err and answers 503 when the database cannot be reached
+// or the pool is exhausted, else 500; the client never sees the database's
+// message.
 func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, pgkit.ErrAcquireTimeout) {
+	var down *pgkit.UnreachableError
+	switch {
+	case errors.As(err, &down):
+		// Not logged per request: pgkit logs once when it starts backing
+		// off connection attempts, and once when it connects again.
+		writeError(w, http.StatusServiceUnavailable, "database unavailable, try again")
+		return
+	case errors.Is(err, pgkit.ErrAcquireTimeout):
 		writeError(w, http.StatusServiceUnavailable, "busy, try again")
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type Proxy struct {
 	closed  bool
 	done    chan struct{} // closed by Close
 	workers sync.WaitGroup
+
+	accepted atomic.Int64 // connections made to the proxy
+	refusing atomic.Bool  // set by Refuse: new connections are reset at once
 }
 
 type pair struct {
@@ -113,6 +117,17 @@ func (p *Proxy) ResetAll() {
 	p.mu.Unlock()
 }
 
+// Refuse, while on, resets every new connection as soon as it is made,
+// before a byte is read or forwarded: the server looks down (stopped, or
+// restarting), and each connection attempt is still counted by Accepted.
+// Connections already open are left alone; ResetAll cuts them.
+func (p *Proxy) Refuse(on bool) { p.refusing.Store(on) }
+
+// Accepted is the number of connections made to the proxy since Start,
+// refused ones included: what a server behind it would count as connection
+// attempts.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
+
 // gate waits while the proxy is paused; false when the proxy closed.
 func (p *Proxy) gate() bool {
 	p.mu.Lock()
@@ -173,6 +188,14 @@ func (p *Proxy) accept() {
 		client, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.accepted.Add(1)
+		if p.refusing.Load() {
+			if tc, ok := client.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // close with a reset, as a port nobody listens on answers
+			}
+			_ = client.Close()
+			continue
 		}
 		server, err := net.Dial("tcp", p.target)
 		if err != nil {
