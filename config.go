@@ -252,8 +252,16 @@ type Config struct {
 	// is skipped until a later check passes. Default 5s.
 	ReplicaCheckPeriod time.Duration
 
-	// Logger receives pgkit's logs. Default: none.
+	// Logger receives pgkit's logs. Default: none for the routine ones
+	// (slow and failed statements, health checks, replicas), while what
+	// warns of refused or lost work goes to slog.Default(): a MaxConns the
+	// server cannot give, PgBouncer settings that differ, leaked
+	// connections, query names over MaxQueryNames, an outage that starts
+	// the connection backoff, and the Writer's default OnError and
+	// OnAmbiguous. Nothing that loses or refuses data is silent by default.
 	Logger *slog.Logger
+	// alerts is Logger, else slog.Default(): where warnings go.
+	alerts *slog.Logger
 	// Registerer receives pgkit's Prometheus metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Tracer is a pgx tracer of your own (tracelog, otelpgx, ...). It keeps
@@ -401,6 +409,10 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	}
 	if !cfg.EnableJIT && fromURL("jit") {
 		cfg.EnableJIT = params["jit"] == "on"
+	}
+	cfg.alerts = cfg.Logger
+	if cfg.alerts == nil {
+		cfg.alerts = slog.Default()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

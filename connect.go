@@ -53,7 +53,7 @@ type connectBackoff struct {
 func newConnectBackoff(cfg *Config, pcfg *pgxpool.Config) *connectBackoff {
 	return &connectBackoff{
 		max:    max(cfg.ConnectBackoff, 0),
-		logger: cfg.Logger,
+		logger: cfg.alerts,
 		addr:   net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port))),
 	}
 }

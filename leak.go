@@ -95,7 +95,7 @@ func (d *leakDetector) scan(now time.Time) {
 		if d.t.m != nil {
 			d.t.m.leaks.Inc()
 		}
-		d.t.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: connection held past LeakThreshold, possible leak",
+		d.t.cfg.alerts.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: connection held past LeakThreshold, possible leak",
 			slog.Duration("held", since), slog.Duration("threshold", d.threshold), slog.String("acquired_at", stack))
 	}
 }

@@ -121,7 +121,7 @@ func (db *DB) checkPoolerSettings(ctx context.Context, conn *pgx.Conn) error {
 		differ = append(differ, fmt.Sprintf("jit is %s, Config asks %s", jit, wantJIT))
 	}
 	if len(differ) > 0 {
-		db.logger.LogAttrs(ctx, slog.LevelWarn,
+		db.cfg.alerts.LogAttrs(ctx, slog.LevelWarn,
 			"pgkit: behind PgBouncer, statements outside a transaction run with the server's settings, which differ from Config; "+
 				"set them on the role, e.g. ALTER ROLE <user> SET statement_timeout = '60s'",
 			slog.String("differences", strings.Join(differ, "; ")))

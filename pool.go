@@ -130,7 +130,7 @@ func (db *DB) checkServer(ctx context.Context) error {
 		return err
 	}
 	if db.cfg.MaxConns > maxConns-reserved {
-		db.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: MaxConns exceeds the connections the server can give",
+		db.cfg.alerts.LogAttrs(ctx, slog.LevelWarn, "pgkit: MaxConns exceeds the connections the server can give",
 			slog.Int("max_conns", int(db.cfg.MaxConns)),
 			slog.Int("server_max_connections", int(maxConns)),
 			slog.Int("superuser_reserved_connections", int(reserved)))

@@ -52,7 +52,7 @@ func newTracer(cfg Config, role string, ring *slowRing) (*tracer, error) {
 	}
 	t.m = m
 	t.names = newNameRegistry(m, cfg.MaxQueryNames, func(first string) {
-		t.logger.LogAttrs(context.Background(), slog.LevelWarn,
+		t.cfg.alerts.LogAttrs(context.Background(), slog.LevelWarn,
 			"pgkit: more distinct query names than Config.MaxQueryNames; new ones are counted as \"other\"",
 			slog.Int("max_query_names", cfg.MaxQueryNames), slog.String("first_over", first))
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +46,15 @@ type TxStarter interface {
 // must not have effects outside the database that cannot be repeated (use
 // OnCommit for those).
 func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOption) error {
+	if fn == nil {
+		return errors.New("pgkit: InTx: fn is nil")
+	}
+	if q == nil {
+		return errors.New("pgkit: InTx: nil *DB or Tx")
+	}
+	if db, ok := q.(*DB); ok && db == nil {
+		return errors.New("pgkit: InTx: nil *DB")
+	}
 	o := txOptions{}
 	for _, opt := range opts {
 		opt(&o)
@@ -165,6 +175,27 @@ type tx struct {
 
 	mu    sync.Mutex
 	hooks []func(context.Context)
+
+	misused atomic.Bool // fn called Commit or Rollback
+}
+
+// ErrTxManaged is returned by Commit and Rollback on the Tx that InTx gives
+// fn, which send nothing: InTx ends the transaction itself (return nil to
+// commit, an error to roll back). InTx then rolls back and returns an error
+// that matches ErrTxManaged, so a transaction fn tried to end is never
+// committed by surprise.
+var ErrTxManaged = errors.New("pgkit: InTx commits or rolls back itself: fn must not call Commit or Rollback (return nil to commit, an error to roll back)")
+
+// Commit refuses: see ErrTxManaged.
+func (t *tx) Commit(context.Context) error {
+	t.misused.Store(true)
+	return ErrTxManaged
+}
+
+// Rollback refuses: see ErrTxManaged.
+func (t *tx) Rollback(context.Context) error {
+	t.misused.Store(true)
+	return ErrTxManaged
 }
 
 func (t *tx) OnCommit(fn func(ctx context.Context)) {
@@ -209,7 +240,11 @@ func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
 			panic(p)
 		}
 	}()
-	if err = fn(t); err != nil {
+	err = fn(t)
+	if t.misused.Load() {
+		err = errors.Join(ErrTxManaged, err)
+	}
+	if err != nil {
 		rollback(ctx, t)
 	}
 	return err
@@ -218,7 +253,7 @@ func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
 func rollback(ctx context.Context, t *tx) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = t.Rollback(ctx) // a failed rollback closes the connection: the server rolls back
+	_ = t.Tx.Rollback(ctx) // a failed rollback closes the connection: the server rolls back
 }
 
 // begin on a DB runs fn in a transaction of its own, retried as o says.

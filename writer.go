@@ -120,6 +120,9 @@ type Writer[T any] struct {
 // NewWriter starts a writer of items of T (a db-tagged struct, as for
 // CopyInsert) into cfg.Table. Close it to flush and stop.
 func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
+	if db == nil {
+		return nil, errors.New("pgkit: NewWriter: nil *DB")
+	}
 	if cfg.Table == "" {
 		return nil, errors.New("pgkit: WriterConfig.Table is required")
 	}
@@ -127,6 +130,9 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 		return nil, fmt.Errorf("pgkit: WriterConfig: negative BatchSize, QueueSize, FlushInterval or RetryFor")
 	}
 	if _, _, err := rowStruct[T](); err != nil {
+		return nil, err
+	}
+	if err := checkWriterTable[T](db, cfg.Table); err != nil {
 		return nil, err
 	}
 	if cfg.Name == "" {
@@ -146,13 +152,13 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	}
 	if cfg.OnError == nil {
 		cfg.OnError = func(items []T, err error) {
-			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
+			db.cfg.alerts.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
 				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
 		}
 	}
 	if cfg.OnAmbiguous == nil {
 		cfg.OnAmbiguous = func(items []T, err error) {
-			db.logger.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer lost the answer to a COMMIT; these items may or may not be written",
+			db.cfg.alerts.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer lost the answer to a COMMIT; these items may or may not be written",
 				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
 		}
 	}

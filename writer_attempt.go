@@ -20,6 +20,20 @@ const writerProbe = 5 * time.Second
 // outlived RetryFor; the batches in between go to OnError at once.
 const writerProbeEvery = time.Second
 
+// checkWriterTable refuses a table that does not exist or lacks a column
+// of T, when the server answers within HealthTimeout; a server that cannot
+// be asked now is no reason to refuse a writer whose job is to ride out
+// outages.
+func checkWriterTable[T any](db *DB, table string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), db.cfg.HealthTimeout)
+	defer cancel()
+	_, err := prepareBulk[T](ctx, db, table, nil, nil)
+	if err != nil && !isTransient(err) {
+		return fmt.Errorf("pgkit: NewWriter: %w", err)
+	}
+	return nil
+}
+
 // pendingCommit is a write whose COMMIT was sent and whose answer was lost:
 // the transaction xid may or may not have committed.
 type pendingCommit struct {

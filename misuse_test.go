@@ -1,0 +1,142 @@
+package pgkit_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgkit-dev/pgkit"
+	"github.com/stretchr/testify/require"
+)
+
+// TestNilArguments: nil where a DB or a function belongs is an error, not
+// a panic.
+func TestNilArguments(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 1})
+	require.ErrorContains(t, pgkit.InTx(ctx, db, nil), "fn is nil")
+	require.ErrorContains(t, pgkit.InTx(ctx, nil, func(pgkit.Tx) error { return nil }), "nil")
+	var nilDB *pgkit.DB
+	require.ErrorContains(t, pgkit.InTx(ctx, nilDB, func(pgkit.Tx) error { return nil }), "nil *DB")
+	_, err := pgkit.NewWriter(nilDB, pgkit.WriterConfig[event]{Table: "events"})
+	require.ErrorContains(t, err, "nil *DB")
+}
+
+// TestCommitInsideInTx: fn calling Commit or Rollback itself gets
+// ErrTxManaged at once (nothing is sent), and InTx rolls back and returns
+// an error matching it, whether fn then returns nil or not: the outcome is
+// known (not committed), never reported ambiguous.
+func TestCommitInsideInTx(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 2})
+	_, err := db.Exec(ctx, `CREATE TABLE misuse (n int)`)
+	require.NoError(t, err)
+	for _, end := range []string{"Commit", "Rollback"} {
+		var callErr error
+		err := pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO misuse VALUES (1)`); err != nil {
+				return err
+			}
+			if end == "Commit" {
+				callErr = tx.Commit(ctx)
+			} else {
+				callErr = tx.Rollback(ctx)
+			}
+			// Still usable: nothing was sent.
+			_, err := tx.Exec(ctx, `INSERT INTO misuse VALUES (2)`)
+			return err
+		}, pgkit.WithRetry(pgkit.RetryPolicy{}))
+		require.ErrorIs(t, callErr, pgkit.ErrTxManaged, end)
+		require.ErrorIs(t, err, pgkit.ErrTxManaged, end)
+		var ambiguous *pgkit.AmbiguousCommitError
+		require.NotErrorAs(t, err, &ambiguous, end)
+	}
+	// In a savepoint too; the outer transaction goes on.
+	err = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+		inner := pgkit.InTx(ctx, tx, func(sp pgkit.Tx) error {
+			_, _ = sp.Exec(ctx, `INSERT INTO misuse VALUES (3)`)
+			return sp.Commit(ctx)
+		})
+		require.ErrorIs(t, inner, pgkit.ErrTxManaged)
+		_, err := tx.Exec(ctx, `INSERT INTO misuse VALUES (4)`)
+		return err
+	})
+	require.NoError(t, err)
+	var got []int
+	rows, err := db.Query(ctx, `SELECT n FROM misuse ORDER BY n`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var n int
+		require.NoError(t, rows.Scan(&n))
+		got = append(got, n)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int{4}, got, "nothing of the misused transactions committed")
+}
+
+// TestNewWriterChecksTable: a table that does not exist, or lacks a column
+// of T, is refused at NewWriter when the pool can ask the server, not
+// discovered at Close.
+func TestNewWriterChecksTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 2})
+	_, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "no_such_table"})
+	require.ErrorContains(t, err, "does not exist")
+	_, err = db.Exec(ctx, `CREATE TABLE half_events (n int)`)
+	require.NoError(t, err)
+	_, err = pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "half_events"})
+	require.ErrorContains(t, err, "has no column")
+	_, err = db.Exec(ctx, `CREATE TABLE events (n int, body text)`)
+	require.NoError(t, err)
+	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events"})
+	require.NoError(t, err)
+	require.NoError(t, w.Close(ctx))
+}
+
+// lockedBuffer is an io.Writer safe for the handler's concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWarningsWithoutLogger: with no Config.Logger, what warns of refused
+// or lost work still reaches slog.Default(): the MaxConns warning and the
+// Writer's default dead letter. Not parallel: it swaps the process's
+// default logger while no parallel test runs.
+func TestWarningsWithoutLogger(t *testing.T) {
+	var buf lockedBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 100000, LazyConnect: false})
+	require.Contains(t, buf.String(), "MaxConns exceeds the connections the server can give")
+
+	_, err := db.Exec(ctx, `CREATE TABLE events (n int CHECK (n >= 0), body text)`)
+	require.NoError(t, err)
+	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", FlushInterval: time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, w.Write(ctx, ev(-1)))
+	require.Error(t, w.Close(ctx))
+	require.Contains(t, buf.String(), "pgkit: writer could not write items")
+	require.NotContains(t, buf.String(), "query failed", "routine logs stay off without a Logger")
+}
