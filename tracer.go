@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,9 +219,22 @@ func (t *tracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.
 	t.end(ctx, t.state(conn), opCopy, data.CommandTag.RowsAffected(), data.Err)
 }
 
-// copySQL is the statement pgx sends for CopyFrom, for the log.
+// copySQL is the statement pgx sends for CopyFrom, for the log: each column
+// quoted on its own, joined by ", " (pgx.Identifier would join them with
+// dots, as the parts of one qualified name).
 func copySQL(data pgx.TraceCopyFromStartData) string {
-	return "COPY " + data.TableName.Sanitize() + " ( " + pgx.Identifier(data.ColumnNames).Sanitize() + " ) FROM STDIN BINARY"
+	var sb strings.Builder
+	sb.WriteString("COPY ")
+	sb.WriteString(data.TableName.Sanitize())
+	sb.WriteString(" ( ")
+	for i, c := range data.ColumnNames {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(pgx.Identifier{c}.Sanitize())
+	}
+	sb.WriteString(" ) FROM STDIN BINARY")
+	return sb.String()
 }
 
 // TracePrepareStart implements pgx.PrepareTracer.
