@@ -280,6 +280,11 @@ func CopyInsertFrom(ctx context.Context, q Querier, table string, columns []stri
 // fields tagged ",default" such as created_at) back into rows, in input
 // order. Given a *DB, a multi-chunk call runs in one transaction.
 //
+// rows are written to only when the whole call succeeds: after an error they
+// hold what the caller put in them, not ids of rows that were rolled back.
+// (On a connection outside a transaction, chunks before the failing one stay
+// committed; give a *DB or a Tx for all or nothing.)
+//
 //	type Message struct {
 //		ID        int64     `db:"id"`                 // identity: returned
 //		Content   string    `db:"content"`
@@ -311,14 +316,21 @@ func InsertReturning[T any](ctx context.Context, q Querier, table string, rows [
 		return err
 	}
 	sql := insert + " SELECT * FROM " + unnest
-	if len(ret) > 0 {
-		sql += " RETURNING " + b.columnList(ret, "")
-	}
-	return b.chunks(ctx, q, func(q Querier, lo, hi int) error {
-		if len(ret) == 0 {
+	if len(ret) == 0 {
+		return b.chunks(ctx, q, func(q Querier, lo, hi int) error {
 			_, err := q.Exec(ctx, sql, b.arrays(b.write, lo, hi)...)
 			return err
-		}
+		})
+	}
+	sql += " RETURNING " + b.columnList(ret, "")
+	// The returned values are read into one slice per returned column
+	// (allocated once per call, not per row) and copied into rows once every
+	// chunk has succeeded.
+	back := make([]reflect.Value, len(ret))
+	for k, ci := range ret {
+		back[k] = reflect.MakeSlice(reflect.SliceOf(b.sm.fields[ci].typ), len(rows), len(rows))
+	}
+	err = b.chunks(ctx, q, func(q Querier, lo, hi int) error {
 		pgRows, err := q.Query(ctx, sql, b.arrays(b.write, lo, hi)...)
 		if err != nil {
 			return err
@@ -330,8 +342,8 @@ func InsertReturning[T any](ctx context.Context, q Querier, table string, rows [
 			if i >= hi {
 				return fmt.Errorf("pgkit: %s returned more rows than were inserted", b.table.name)
 			}
-			for k, ci := range ret {
-				dest[k] = b.field(i, &b.sm.fields[ci]).Addr().Interface()
+			for k := range ret {
+				dest[k] = back[k].Index(i).Addr().Interface()
 			}
 			if err := pgRows.Scan(dest...); err != nil {
 				return err
@@ -346,6 +358,16 @@ func InsertReturning[T any](ctx context.Context, q Querier, table string, rows [
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for k, ci := range ret {
+		f := &b.sm.fields[ci]
+		for i := range rows {
+			b.field(i, f).Set(back[k].Index(i))
+		}
+	}
+	return nil
 }
 
 // UpdateMany updates the rows of table matched by the key columns, setting

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -318,6 +319,47 @@ func TestBulkMultiChunkIsAllOrNothing(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "changed my mind")
 	require.Equal(t, 0, tenantCount(t, db, "x1"))
+}
+
+// TestInsertReturningFillsRowsOnlyOnSuccess: a multi-chunk InsertReturning
+// that fails in its last chunk rolls back the earlier ones, and leaves the
+// caller's rows as they were: no ids or defaults of rows that were never
+// committed. Inside the caller's transaction likewise. A call that succeeds
+// fills every row.
+func TestInsertReturningFillsRowsOnlyOnSuccess(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{})
+	ctx := context.Background()
+	convID := seedConversation(t, db)
+
+	rows := messages(convID, 25, 0)
+	rows[22].Role = "robot" // breaks the CHECK, in the third chunk of ten
+	want := slices.Clone(rows)
+	err := pgkit.InsertReturning(ctx, db, "messages", rows, pgkit.ChunkSize(10))
+	require.ErrorContains(t, err, "23514")
+	n, err := countMessages(db)
+	require.NoError(t, err)
+	require.Zero(t, n, "the first two chunks were rolled back with the third")
+	require.Equal(t, want, rows, "the caller's rows are untouched")
+
+	err = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+		return pgkit.InsertReturning(ctx, tx, "messages", rows, pgkit.ChunkSize(10))
+	})
+	require.ErrorContains(t, err, "23514")
+	require.Equal(t, want, rows, "the caller's rows are untouched")
+
+	rows[22].Role = "user"
+	require.NoError(t, pgkit.InsertReturning(ctx, db, "messages", rows, pgkit.ChunkSize(10)))
+	for i, r := range rows {
+		require.NotZero(t, r.ID, "row %d", i)
+		require.False(t, r.CreatedAt.IsZero(), "row %d", i)
+		if i > 0 {
+			require.Greater(t, r.ID, rows[i-1].ID, "input order")
+		}
+	}
+	var content string
+	require.NoError(t, db.QueryRow(ctx, `SELECT content FROM messages WHERE id = $1`, rows[17].ID).Scan(&content))
+	require.Equal(t, rows[17].Content, content)
 }
 
 func TestBulkUpsertDoNothingAndUpdate(t *testing.T) {

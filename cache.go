@@ -89,7 +89,8 @@ type Cache[T any] struct {
 	local  *MemoryStore // the local tier; nil without LocalTTL
 	prefix string       // escaped Name and ':'
 
-	flights singleflight.Group
+	flights singleflight.Group // the memory store's loads
+	remote  flightGroup[T]     // a remote store's lookups and loads
 	seed    maphash.Seed
 	// epochs counts deletions per slot of keys (by hash), so that a load
 	// that was running when its key was invalidated does not store what it
@@ -158,10 +159,13 @@ func NewCache[T any](store Store, cfg CacheConfig) (*Cache[T], error) {
 // it returns for TTL plus jitter, and returns it.
 //
 // However many callers ask for a missing key at once, load runs once (in
-// this process) and they all get its result. load gets a context that keeps
-// the first caller's values but not its cancellation, bounded by
-// LoadTimeout. An error from load is returned to every waiting caller and
-// not cached, unless it matches CacheConfig.NotFound.
+// this process) and they all get its result. With a remote store they also
+// share one lookup: the callers of a key that arrive while its GET (or its
+// load) is in progress wait for that one instead of sending their own. load
+// gets a context that keeps the first caller's values but not its
+// cancellation, bounded by LoadTimeout. An error from load is returned to
+// every waiting caller and not cached, unless it matches
+// CacheConfig.NotFound.
 //
 // The store never makes GetOrLoad fail: a store that errors or does not
 // answer within StoreTimeout is treated as a miss, and left alone for
@@ -183,6 +187,9 @@ func (c *Cache[T]) getOrLoad(ctx context.Context, skey string, load func(ctx con
 				return v, err
 			}
 		}
+	}
+	if c.mem == nil {
+		return c.getShared(ctx, skey, load)
 	}
 	if c.storeDown() {
 		c.requestError()
@@ -220,7 +227,8 @@ func (c *Cache[T]) getOrLoad(ctx context.Context, skey string, load func(ctx con
 
 var errUndecodable = errors.New("pgkit: a stored entry could not be decoded (written by another version?); loading it again")
 
-// fill waits for the one load of skey, starting it if none runs.
+// fill waits for the one load of skey, starting it if none runs (the
+// memory store's path, whose lookups cost no round trip).
 func (c *Cache[T]) fill(ctx context.Context, skey string, load func(context.Context) (T, error), storeOK bool) (T, error) {
 	var zero T
 	ch := c.flights.DoChan(skey, func() (any, error) {
@@ -241,15 +249,12 @@ func (c *Cache[T]) fill(ctx context.Context, skey string, load func(context.Cont
 	}
 }
 
-// loadAndStore is one flight: it runs load and stores its result, and
-// returns the stored bytes for every waiting caller to decode.
+// loadAndStore is one flight of the memory path: it runs load and stores
+// its result, and returns the stored bytes for every waiting caller to
+// decode.
 func (c *Cache[T]) loadAndStore(parent context.Context, skey string, load func(context.Context) (T, error), storeOK bool) ([]byte, error) {
-	ctx := context.WithoutCancel(parent)
-	if c.cfg.LoadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.LoadTimeout)
-		defer cancel()
-	}
+	ctx, cancel := c.loadCtx(context.WithoutCancel(parent))
+	defer cancel()
 	if storeOK {
 		// A flight that ended after this caller's Get may have stored it.
 		b, err := c.storeGet(ctx, skey)
@@ -263,6 +268,20 @@ func (c *Cache[T]) loadAndStore(parent context.Context, skey string, load func(c
 			storeOK = false
 		}
 	}
+	return c.loadPut(ctx, skey, load, storeOK)
+}
+
+// loadCtx bounds ctx by LoadTimeout.
+func (c *Cache[T]) loadCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.cfg.LoadTimeout > 0 {
+		return context.WithTimeout(ctx, c.cfg.LoadTimeout)
+	}
+	return ctx, noCancel
+}
+
+// loadPut runs load and stores its result (or a "not found" marker) unless
+// the key was invalidated meanwhile, and returns the stored bytes.
+func (c *Cache[T]) loadPut(ctx context.Context, skey string, load func(context.Context) (T, error), storeOK bool) ([]byte, error) {
 	epoch := c.epoch(skey)
 	start := time.Now()
 	v, err := c.runLoad(ctx, load)
@@ -336,6 +355,7 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		skeys[i] = c.prefix + k
 		c.epochs[c.slot(skeys[i])].Add(1)
 		c.flights.Forget(skeys[i])
+		c.remote.forget(skeys[i])
 		if c.local != nil {
 			c.local.c.Invalidate(skeys[i])
 		}

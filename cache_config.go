@@ -40,7 +40,9 @@ type CacheConfig struct {
 	// GetOrLoad loads from the database and returns the value, and the
 	// failure is counted and logged (at most once per ErrorLogInterval),
 	// never returned. Default 50ms; Disabled leaves only the caller's
-	// deadline. A *MemoryStore never blocks and gets no timeout.
+	// deadline (and LoadTimeout, for a lookup that the caller who started
+	// it gave up and that others still wait for). A *MemoryStore never
+	// blocks and gets no timeout.
 	StoreTimeout time.Duration
 	// StoreBackoff: after a store call fails, GetOrLoad leaves the store
 	// alone for this long and loads directly (each such call counts as an

@@ -2,8 +2,10 @@ package pgkit_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,4 +124,102 @@ func TestCacheRedisDown(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, n, rec.text())
+}
+
+// TestCacheStampedeRedisDefaults: 500 callers miss one key at once, five
+// rounds (a fresh key each), on Redis with the default config, StoreTimeout
+// 50ms included. The callers of one key share one lookup (one GET) and one
+// load, so they do not queue up for go-redis's connections (20 on two cores)
+// and time out there: every caller counts a miss, the load runs exactly once
+// a round, no store call fails, and every caller gets the value.
+func TestCacheStampedeRedisDefaults(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{})
+	seedDashboard(t, db, "acme", 20, 4, 3)
+	want, err := queryDashboard(ctx, db, "acme")
+	require.NoError(t, err)
+	store, client := newRedisStore(t)
+	cache, err := pgkit.NewCache[dashboardStats](store, pgkit.CacheConfig{Name: "stampede_defaults"})
+	require.NoError(t, err)
+	t.Cleanup(cache.Close)
+
+	// A service's client has its connections open: so has this one.
+	require.NoError(t, client.Ping(ctx).Err())
+	const callers, rounds = 500, 5
+	var gets atomic.Int64
+	client.AddHook(countGETs{&gets})
+	for round := range rounds {
+		key := pgkit.Key("acme", fmt.Sprint("dashboard_stats_", round))
+		var loads atomic.Int64
+		release := make(chan struct{})
+		load := func(ctx context.Context) (dashboardStats, error) {
+			loads.Add(1)
+			<-release // until every caller has asked
+			return queryDashboard(ctx, db, "acme")
+		}
+		before := cache.Stats()
+		gets.Store(0)
+		start := make(chan struct{})
+		errs := make(chan error, callers)
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				<-start
+				v, err := cache.GetOrLoad(ctx, key, load)
+				if err == nil && v != want {
+					err = fmt.Errorf("got %+v", v)
+				}
+				errs <- err
+			})
+		}
+		close(start)
+		// Every caller has missed (the load waits for release): all 500 are
+		// in the one flight.
+		allMissed := pollUntil(30*time.Second, func() bool { return cache.Stats().Misses-before.Misses == callers })
+		close(release)
+		wg.Wait()
+		require.True(t, allMissed, "round %d: every caller counts a miss: %+v", round, cache.Stats())
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		after := cache.Stats()
+		require.Equal(t, int64(1), loads.Load(), "round %d: the load ran once for %d callers", round, callers)
+		require.Zero(t, after.StoreErrors-before.StoreErrors, "round %d: no store call failed", round)
+		require.Zero(t, after.Errors-before.Errors, "round %d", round)
+		require.Equal(t, uint64(callers), after.Misses-before.Misses, "round %d", round)
+		require.Equal(t, int64(1), gets.Load(), "round %d: one GET for the %d callers of one key", round, callers)
+	}
+}
+
+// countGETs is a go-redis hook that counts the GET commands sent.
+type countGETs struct{ n *atomic.Int64 }
+
+func (h countGETs) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countGETs) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h countGETs) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// pollUntil checks cond every millisecond until it holds (true) or d has
+// passed (false).
+func pollUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,7 +156,7 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	s := &cs.ops[o]
 	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Since(s.start), rows: rows, err: err}
 	*s = opState{} // retain nothing of the statement
-	f.outcome = classify(err)
+	f.outcome = classify(ctx, err)
 	f.slow = t.cfg.SlowQueryThreshold > 0 && f.duration >= t.cfg.SlowQueryThreshold
 
 	if t.m != nil {
@@ -179,16 +180,31 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 // classify tells a failure from a cancellation: the caller's context ending,
 // or the server canceling the statement (57014: statement_timeout or a
 // cancel request), is canceled, not an error of the database.
-func classify(err error) outcome {
+//
+// One 57014 is a failure: the server's answer to a COPY that the client
+// aborted (CopyFail) because it could not send a row, a value that would not
+// encode (a Go string into a uuid column, say) or a source that failed, while
+// the caller's context was still live. The server then reports "COPY from
+// stdin failed: <the client's reason>" from its routine CopyGetData.
+func classify(ctx context.Context, err error) outcome {
 	if err == nil {
 		return outcomeOK
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return outcomeCanceled
+	}
 	var pgErr *pgconn.PgError
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &pgErr) && pgErr.Code == "57014" {
+	if errors.As(err, &pgErr) && pgErr.Code == "57014" && (ctx.Err() != nil || !isCopyFail(pgErr)) {
 		return outcomeCanceled
 	}
 	return outcomeError
+}
+
+// isCopyFail reports whether pgErr is the server's answer to the client's
+// CopyFail message: by the routine that raises it (not translated), else by
+// its English message.
+func isCopyFail(pgErr *pgconn.PgError) bool {
+	return pgErr.Routine == "CopyGetData" || strings.HasPrefix(pgErr.Message, "COPY from stdin failed")
 }
 
 // sqlStateClass is the two-character class of a server error's SQLSTATE
@@ -263,9 +279,22 @@ func (t *tracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.
 	t.end(ctx, conn, t.state(conn), opCopy, data.CommandTag.RowsAffected(), data.Err)
 }
 
-// copySQL is the statement pgx sends for CopyFrom, for the log.
+// copySQL is the statement pgx sends for CopyFrom, for the log: each column
+// quoted on its own, joined by ", " (pgx.Identifier would join them with
+// dots, as the parts of one qualified name).
 func copySQL(data pgx.TraceCopyFromStartData) string {
-	return "COPY " + data.TableName.Sanitize() + " ( " + pgx.Identifier(data.ColumnNames).Sanitize() + " ) FROM STDIN BINARY"
+	var sb strings.Builder
+	sb.WriteString("COPY ")
+	sb.WriteString(data.TableName.Sanitize())
+	sb.WriteString(" ( ")
+	for i, c := range data.ColumnNames {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(pgx.Identifier{c}.Sanitize())
+	}
+	sb.WriteString(" ) FROM STDIN BINARY")
+	return sb.String()
 }
 
 // TracePrepareStart implements pgx.PrepareTracer.

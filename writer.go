@@ -42,10 +42,12 @@ type WriterConfig[T any] struct {
 	// FlushInterval is the longest an item waits in the queue before its
 	// batch is written, however small. Default 200ms.
 	FlushInterval time.Duration
-	// QueueSize bounds the items accepted and not yet written, so memory is
-	// bounded. Default 10 × BatchSize.
+	// QueueSize bounds the items accepted and not yet written (or handed to
+	// OnError): those waiting in the queue and those of the batch being
+	// written, so memory is bounded. Default 10 × BatchSize.
 	QueueSize int
-	// Overflow says what Write does when the queue is full. Default Block.
+	// Overflow says what Write does when QueueSize items are accepted and
+	// not yet written. Default Block.
 	Overflow Overflow
 	// OnError receives items the database refused for good (a constraint
 	// violation: the batch is split to isolate them, the good items are
@@ -78,7 +80,8 @@ type WriterConfig[T any] struct {
 // ErrWriterClosed is returned by Write after Close.
 var ErrWriterClosed = errors.New("pgkit: writer is closed")
 
-// ErrQueueFull is returned by Write with Overflow Fail when the queue is full.
+// ErrQueueFull is returned by Write with Overflow Fail when QueueSize items
+// are accepted and not yet written.
 var ErrQueueFull = errors.New("pgkit: writer queue is full")
 
 // Writer batches non-critical writes (the seed's fire-and-forget message
@@ -99,7 +102,7 @@ type Writer[T any] struct {
 	finished  uint64        // items written or handed to OnError
 	failed    uint64        // of finished, those handed to OnError
 	ambiguous uint64        // of finished, those handed to OnAmbiguous
-	changed   chan struct{} // closed and replaced whenever queue or finished change
+	changed   chan struct{} // closed and replaced whenever queue or finished change (Write waits on finished)
 	closing   bool
 	lastError error
 
@@ -174,9 +177,10 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 }
 
 // Write queues item and returns; it is written within FlushInterval, or
-// sooner when a batch fills. With the queue full it waits (Block, honouring
-// ctx) or returns ErrQueueFull (Fail). After Close it returns
-// ErrWriterClosed.
+// sooner when a batch fills. With QueueSize items accepted and not yet
+// finished (queued or in the batch being written) it waits for one to finish
+// (Block, honouring ctx) or returns ErrQueueFull (Fail). After Close it
+// returns ErrWriterClosed.
 func (w *Writer[T]) Write(ctx context.Context, item T) error {
 	w.mu.Lock()
 	for {
@@ -184,7 +188,9 @@ func (w *Writer[T]) Write(ctx context.Context, item T) error {
 			w.mu.Unlock()
 			return ErrWriterClosed
 		}
-		if len(w.queue) < w.cfg.QueueSize {
+		// Items leave the queue when a batch takes them, but they count
+		// until their batch is finished; writeBatch signals then.
+		if w.accepted-w.finished < uint64(w.cfg.QueueSize) {
 			break
 		}
 		if w.cfg.Overflow == Fail {
@@ -540,7 +546,7 @@ func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func()
 			Name: "pgkit_writer_queue_depth", Help: "Items queued and not yet taken into a batch.",
 		}, depth),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pgkit_writer_queue_capacity", Help: "WriterConfig.QueueSize: the most items the queue holds.",
+			Name: "pgkit_writer_queue_capacity", Help: "WriterConfig.QueueSize: the most items accepted and not yet written (queued or in the batch being written).",
 		}, func() float64 { return capacity }),
 	)
 	if err != nil {

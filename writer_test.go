@@ -166,18 +166,19 @@ func TestWriterOverflow(t *testing.T) {
 		depth := func() float64 {
 			return gather(t, reg).value(t, "pgkit_writer_queue_depth", map[string]string{"writer": name})
 		}
-		// 2 go into the batch stuck on the lock, then 4 fill the queue.
+		// 2 go into the batch stuck on the lock, then 2 wait in the queue:
+		// QueueSize (4) items are accepted and not yet written.
 		for i := range 2 {
 			require.NoError(t, w.Write(context.Background(), chatMsg(convID, int(policy)*100+i)))
 		}
 		require.Eventually(t, func() bool { return depth() == 0 }, 5*time.Second, time.Millisecond)
-		for i := 2; i < 6; i++ {
+		for i := 2; i < 4; i++ {
 			require.NoError(t, w.Write(context.Background(), chatMsg(convID, int(policy)*100+i)))
 		}
-		require.Equal(t, 4.0, depth())
+		require.Equal(t, 2.0, depth())
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		start := time.Now()
-		err = w.Write(ctx, chatMsg(convID, int(policy)*100+6))
+		err = w.Write(ctx, chatMsg(convID, int(policy)*100+4))
 		cancel()
 		if policy == pgkit.Fail {
 			require.ErrorIs(t, err, pgkit.ErrQueueFull)
@@ -189,6 +190,81 @@ func TestWriterOverflow(t *testing.T) {
 		defer func() { require.NoError(t, w.Close(context.Background())) }()
 	}
 	require.NoError(t, lock.Rollback(context.Background()))
+}
+
+// TestWriterQueueSizeCountsTheBatchInFlight: QueueSize bounds the items
+// accepted and not yet written, those of the batch being written included.
+// With BatchSize 20 and QueueSize 30 against a locked table, 30 writes are
+// accepted, not 20 in flight plus 30 queued; once the lock goes, a blocked
+// Write gets in as the batch finishes, and every accepted item is written.
+func TestWriterQueueSizeCountsTheBatchInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{})
+	convID := seedConversation(t, db)
+	lock, err := db.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = lock.Rollback(ctx) })
+	_, err = lock.Exec(ctx, `LOCK TABLE messages IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	var writers []*pgkit.Writer[chatMessage]
+	total := 0
+	for _, policy := range []pgkit.Overflow{pgkit.Fail, pgkit.Block} {
+		w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: fmt.Sprint("bound", policy),
+			BatchSize: 20, QueueSize: 30, FlushInterval: time.Millisecond, Overflow: policy})
+		require.NoError(t, err)
+		base := int(policy) * 1000
+		for i := range 20 {
+			require.NoError(t, w.Write(ctx, chatMsg(convID, base+i)))
+		}
+		// The writer took the 20 into a batch, which waits for the lock.
+		require.Eventually(t, func() bool { return w.Stats().Queued == 0 }, 5*time.Second, time.Millisecond)
+
+		accepted := 20
+		for i := 20; i < 100; i++ {
+			wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			err := w.Write(wctx, chatMsg(convID, base+i))
+			cancel()
+			if err != nil {
+				if policy == pgkit.Fail {
+					require.ErrorIs(t, err, pgkit.ErrQueueFull)
+				} else {
+					require.ErrorIs(t, err, context.DeadlineExceeded)
+				}
+				break
+			}
+			accepted++
+		}
+		require.Equal(t, 30, accepted, "QueueSize bounds the items accepted and not yet written")
+		st := w.Stats()
+		require.Equal(t, 10, st.Queued, "20 in the batch, 10 queued")
+		require.Equal(t, uint64(30), st.Accepted)
+
+		if policy == pgkit.Block {
+			// A Write waiting for room gets in when the lock goes and the
+			// batch in flight is written.
+			got := make(chan error, 1)
+			go func() { got <- w.Write(ctx, chatMsg(convID, base+99)) }()
+			require.NoError(t, lock.Rollback(ctx))
+			select {
+			case err := <-got:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the blocked Write was not let in once the batch was written")
+			}
+			accepted++
+		}
+		writers = append(writers, w)
+		total += accepted
+	}
+	for _, w := range writers {
+		require.NoError(t, w.Close(ctx))
+		st := w.Stats()
+		require.Equal(t, st.Accepted, st.Written)
+	}
+	rows, _ := messageStats(t, db)
+	require.Equal(t, total, rows, "every accepted item is written")
 }
 
 // TestWriterSurvivesKilledBackends kills the writer's server connections
