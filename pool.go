@@ -23,6 +23,8 @@ type DB struct {
 
 	replicas      *replicaSet // nil without Config.ReplicaURLs
 	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
+
+	replan replanner // runs Exec, Query and QueryRow (replan.go)
 }
 
 // Querier is what every pgkit helper takes, so that it runs inside or outside
@@ -73,6 +75,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	db.cfg.trace(pcfg, db.tracer)
+	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, m: db.tracer.m}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
@@ -160,25 +163,32 @@ func (db *DB) Close() {
 	db.tracer.close()
 }
 
-// Exec runs sql on a pool connection; see pgxpool.Pool.Exec.
+// Exec runs sql on a pool connection; see pgxpool.Pool.Exec. When the server
+// refuses the connection's cached prepared statement before running it
+// (0A000 after a migration changed its result columns, 26000), it runs sql
+// once more on the same connection, where pgx has prepared it afresh.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	return db.pool.Exec(ctx, sql, args...)
+	return db.replan.exec(ctx, db.pool, sql, args)
 }
 
 // Query runs sql on a pool connection, released when the rows are closed; see
-// pgxpool.Pool.Query.
+// pgxpool.Pool.Query. Like Exec, it runs sql once more when the server
+// refused the cached prepared statement, before any row is returned.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	return db.pool.Query(ctx, sql, args...)
+	return db.replan.poolQuery(ctx, db.pool, sql, args)
 }
 
 // QueryRow runs sql on a pool connection, released by Scan; see
-// pgxpool.Pool.QueryRow.
+// pgxpool.Pool.QueryRow. Like Exec, it runs sql once more when the server
+// refused the cached prepared statement; Scan sees only the second run.
 func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return db.pool.QueryRow(ctx, sql, args...)
+	return db.replan.queryRow(ctx, db.pool, sql, args)
 }
 
 // SendBatch sends b on a pool connection, released when the results are
-// closed; see pgxpool.Pool.SendBatch.
+// closed; see pgxpool.Pool.SendBatch. A batch is not run again after the
+// errors Exec retries: its results are read one by one, so part of it may
+// have been read or committed.
 func (db *DB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	return db.pool.SendBatch(ctx, b)
 }
