@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // ErrAcquireTimeout is returned when no pool connection became free within
@@ -27,6 +28,19 @@ func (acquireTimeoutError) Is(target error) bool { return target == context.Dead
 
 // Timeout reports true, like context.DeadlineExceeded and net.Error timeouts.
 func (acquireTimeoutError) Timeout() bool { return true }
+
+// ErrClosed is returned by every DB method called after Close: Exec, Query
+// (and its Rows' Err), QueryRow's Scan, SendBatch's results, CopyFrom,
+// Begin, BeginTx, Acquire, Ping, InTx, and the Querier of Reader, whenever it
+// was taken. Nothing is sent to the server.
+//
+//	if errors.Is(err, pgkit.ErrClosed) { /* shutting down: stop, don't retry */ }
+var ErrClosed = errors.New("pgkit: the DB is closed")
+
+// closedPool reports whether err is pgxpool's refusal to lend a connection
+// because the pool was closed (puddle's ErrClosedPool, "closed pool"): a call
+// that passed DB's closed check while Close ran.
+func closedPool(err error) bool { return errors.Is(err, puddle.ErrClosedPool) }
 
 // ErrEmptyTenant is returned by InTx with WithTenant("") before anything is
 // sent to the server: an empty tenant id would match no row, or every row of

@@ -57,9 +57,9 @@ func (s ReplicaStatus) MarshalJSON() ([]byte, error) {
 // sent through it fail on a replica (SQLSTATE 25006): they belong on the DB.
 //
 // Its Exec, Query and QueryRow run a statement once more after the errors
-// DB.Exec retries.
+// DB.Exec retries. After Close every method returns ErrClosed.
 func (db *DB) Reader() Querier {
-	if db.replicas == nil {
+	if db.replicas == nil || db.closed.Load() {
 		return db
 	}
 	return db.replicas
@@ -316,7 +316,7 @@ func connectionLost(code string) bool {
 // Exec runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	pool, r := s.pick()
-	if r == nil {
+	if r == nil || s.primary.closed.Load() {
 		return s.primary.Exec(ctx, sql, args...)
 	}
 	tag, err := s.replan.exec(ctx, pool, sql, args)
@@ -329,7 +329,7 @@ func (s *replicaSet) Exec(ctx context.Context, sql string, args ...any) (pgconn.
 // Query runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	pool, r := s.pick()
-	if r == nil {
+	if r == nil || s.primary.closed.Load() {
 		return s.primary.Query(ctx, sql, args...)
 	}
 	rows, err := s.replan.poolQuery(ctx, pool, sql, args)
@@ -342,7 +342,7 @@ func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Ro
 // QueryRow runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	pool, r := s.pick()
-	if r == nil {
+	if r == nil || s.primary.closed.Load() {
 		return s.primary.QueryRow(ctx, sql, args...)
 	}
 	return replicaRow{s.replan.queryRow(ctx, pool, sql, args), r}
@@ -364,12 +364,18 @@ func (row replicaRow) Scan(dest ...any) error {
 
 // SendBatch sends b to the next usable replica; see DB.Reader.
 func (s *replicaSet) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if s.primary.closed.Load() {
+		return pgx.FailedBatchResults(b, ErrClosed)
+	}
 	pool, _ := s.pick()
 	return pool.SendBatch(ctx, b)
 }
 
 // CopyFrom is here to make the Reader a Querier; a replica refuses it.
 func (s *replicaSet) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	if s.primary.closed.Load() {
+		return 0, ErrClosed
+	}
 	pool, _ := s.pick()
 	return pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
 }

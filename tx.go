@@ -237,6 +237,9 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 	if o.retry != nil {
 		maxAttempts = o.retry.MaxAttempts
 	}
+	if db.closed.Load() {
+		return ErrClosed
+	}
 	m := db.tracer.m
 	attempt := 1
 	defer func() {
@@ -294,6 +297,9 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 	}
 	ptx, err := pool.BeginTx(ctx, db.txOptions(o.tx))
 	if err != nil {
+		if closedPool(err) {
+			return nil, ErrClosed // Close ran meanwhile
+		}
 		if r != nil {
 			r.failed(err)
 		}
