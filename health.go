@@ -89,20 +89,32 @@ func (r HealthReport) MarshalJSON() ([]byte, error) {
 // never blocks past it, nor past ctx. An unreachable or silent server is down.
 // When every pooled connection is checked out, the check opens one of its
 // own: degraded if the server answers it (the pool is saturated), down if not.
+//
+// After Close it checks nothing: the status is down, with the reason
+// closedReason.
 func (db *DB) Health(ctx context.Context) HealthReport {
+	if db.closed.Load() {
+		return HealthReport{Status: StatusDown, Reason: closedReason, Pool: db.PoolStats(), Replicas: db.Replicas(), CheckedAt: time.Now()}
+	}
 	ctx, cancel := context.WithTimeout(ctx, db.cfg.HealthTimeout)
 	defer cancel()
 
 	r := db.health(ctx)
+	if r.Status != StatusUp && db.closed.Load() {
+		r = HealthReport{Status: StatusDown, Reason: closedReason} // Close ran during the check
+	}
 	r.Pool = db.PoolStats()
 	r.Replicas = db.Replicas()
 	r.CheckedAt = time.Now()
-	if r.Status != StatusUp {
+	if r.Status != StatusUp && r.Reason != closedReason {
 		db.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: database health check failed",
 			slog.String("status", string(r.Status)), slog.String("reason", r.Reason), slog.String("detail", r.Detail))
 	}
 	return r
 }
+
+// closedReason is Health's reason on a closed DB.
+const closedReason = "closed: DB.Close was called"
 
 // busyPool reports whether an Acquire on pool failed with err because every
 // connection was checked out until it timed out: the pool is busy, which

@@ -28,6 +28,7 @@ type metrics struct {
 	queryErrors   *prometheus.CounterVec   // name, sqlstate_class
 	slowQueries   *prometheus.CounterVec   // name, op
 	rows          *prometheus.CounterVec   // name, op
+	replans       [2]prometheus.Counter    // sqlstate: 0A000, 26000
 
 	acquireDuration prometheus.Histogram
 	acquireTimeouts prometheus.Counter
@@ -115,16 +116,22 @@ func newMetrics(reg prometheus.Registerer, pool, role string, t *tracer) (*metri
 	for o := range numTxOutcomes {
 		m.txTotal[o] = txTotal.WithLabelValues(txOutcomeNames[o])
 	}
+	replans := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgkit_query_replans_total",
+		Help: "Statements outside a transaction run a second time, on the same connection, because the server refused the connection's cached prepared statement before running it, by SQLSTATE: 0A000 (cached plan must not change result type: its result columns changed, as after ALTER TABLE) or 26000 (prepared statement does not exist).",
+	}, []string{"sqlstate"})
+	m.replans[0] = replans.WithLabelValues(sqlstateResultTypeChanged)
+	m.replans[1] = replans.WithLabelValues(sqlstateNoStatement)
 	txRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgkit_tx_retries_total",
-		Help: "Transactions WithRetry ran again, by reason: serialization (40001), deadlock (40P01), connection (lost before COMMIT).",
+		Help: "Transactions WithRetry ran again, by reason: serialization (40001), deadlock (40P01), connection (lost before COMMIT), plan (a cached prepared statement refused: 0A000 cached plan must not change result type, or 26000).",
 	}, []string{"reason"})
 	m.txRetries = map[string]prometheus.Counter{}
-	for _, r := range []string{"serialization", "deadlock", "connection"} {
+	for _, r := range []string{"serialization", "deadlock", "connection", "plan"} {
 		m.txRetries[r] = txRetries.WithLabelValues(r)
 	}
 	err := m.register(reg,
-		m.queryDuration, m.queryErrors, m.slowQueries, m.rows,
+		m.queryDuration, m.queryErrors, m.slowQueries, m.rows, replans,
 		m.acquireDuration, m.acquireTimeouts, m.holdDuration, m.connectDuration, m.leaks,
 		txTotal, txRetries, m.txDuration, m.txAttempts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -381,6 +388,19 @@ func (m *metrics) txDone(o txOutcome, attempts int, d time.Duration) {
 	m.txTotal[o].Inc()
 	m.txAttempts.Observe(float64(attempts))
 	m.txDuration.Observe(d.Seconds())
+}
+
+// replan counts a statement run again after the server refused its cached
+// prepared statement with code (replanCode).
+func (m *metrics) replan(code string) {
+	if m == nil {
+		return
+	}
+	if code == sqlstateResultTypeChanged {
+		m.replans[0].Inc()
+	} else {
+		m.replans[1].Inc()
+	}
 }
 
 func (m *metrics) txRetry(reason string) {

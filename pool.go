@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -24,6 +25,9 @@ type DB struct {
 	replicas      *replicaSet // nil without Config.ReplicaURLs
 	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
 	sockets       *sockets    // every socket the pools dial
+
+	replan replanner   // runs Exec, Query and QueryRow (replan.go)
+	closed atomic.Bool // set by Close: every method returns ErrClosed
 }
 
 // Querier is what every pgkit helper takes, so that it runs inside or outside
@@ -77,6 +81,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	db.cfg.trace(pcfg, db.tracer)
+	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, m: db.tracer.m}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
@@ -156,11 +161,13 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // Close closes every connection, replicas' included, waits for acquired ones
 // to be released, stops pgkit's goroutines and unregisters its metrics.
-// Statements in flight end by their context's deadline or ClientTimeout; a
-// connection that is never released (Rows never closed, an Acquire never
-// released, a transaction never ended) makes Close wait for it, as
-// pgxpool's does: Shutdown bounds the wait.
+// From its start every DB method returns ErrClosed. Statements in flight
+// end by their context's deadline or ClientTimeout; a connection that is
+// never released (Rows never closed, an Acquire never released, a
+// transaction never ended) makes Close wait for it, as pgxpool's does:
+// Shutdown bounds the wait.
 func (db *DB) Close() {
+	db.closed.Store(true)
 	db.sockets.close()
 	if db.replicas != nil {
 		db.replicas.close()
@@ -169,51 +176,122 @@ func (db *DB) Close() {
 	db.tracer.close()
 }
 
-// Exec runs sql on a pool connection; see pgxpool.Pool.Exec.
+// acquireErr is err from acquiring a connection, ErrClosed when the pool
+// refused because Close ran meanwhile.
+func acquireErr(err error) error {
+	if closedPool(err) {
+		return ErrClosed
+	}
+	return err
+}
+
+// closedRow is QueryRow's Row after Close.
+var closedRow pgx.Row = errRow{err: ErrClosed}
+
+// Exec runs sql on a pool connection; see pgxpool.Pool.Exec. When the server
+// refuses the connection's cached prepared statement before running it
+// (0A000 after a migration changed its result columns, 26000), it runs sql
+// once more on the same connection, where pgx has prepared it afresh.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	return db.pool.Exec(ctx, sql, args...)
+	if db.closed.Load() {
+		return pgconn.CommandTag{}, ErrClosed
+	}
+	tag, err := db.replan.exec(ctx, db.pool, sql, args)
+	if err != nil {
+		err = acquireErr(err)
+	}
+	return tag, err
 }
 
 // Query runs sql on a pool connection, released when the rows are closed; see
-// pgxpool.Pool.Query.
+// pgxpool.Pool.Query. Like Exec, it runs sql once more when the server
+// refused the cached prepared statement, before any row is returned.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	return db.pool.Query(ctx, sql, args...)
+	if db.closed.Load() {
+		return &errRows{err: ErrClosed}, ErrClosed
+	}
+	rows, err := db.replan.poolQuery(ctx, db.pool, sql, args)
+	if err != nil && closedPool(err) {
+		return &errRows{err: ErrClosed}, ErrClosed
+	}
+	return rows, err
 }
 
 // QueryRow runs sql on a pool connection, released by Scan; see
-// pgxpool.Pool.QueryRow.
+// pgxpool.Pool.QueryRow. Like Exec, it runs sql once more when the server
+// refused the cached prepared statement; Scan sees only the second run.
 func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return db.pool.QueryRow(ctx, sql, args...)
+	if db.closed.Load() {
+		return closedRow
+	}
+	row := db.replan.queryRow(ctx, db.pool, sql, args)
+	if r, ok := row.(errRow); ok && closedPool(r.err) {
+		return closedRow
+	}
+	return row
 }
 
 // SendBatch sends b on a pool connection, released when the results are
-// closed; see pgxpool.Pool.SendBatch.
+// closed; see pgxpool.Pool.SendBatch. A batch is not run again after the
+// errors Exec retries: its results are read one by one, so part of it may
+// have been read or committed.
 func (db *DB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if db.closed.Load() {
+		return pgx.FailedBatchResults(b, ErrClosed)
+	}
 	return db.pool.SendBatch(ctx, b)
 }
 
 // CopyFrom copies rows into tableName with COPY FROM STDIN; see
 // pgxpool.Pool.CopyFrom.
 func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
-	return db.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	if db.closed.Load() {
+		return 0, ErrClosed
+	}
+	n, err := db.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	if err != nil {
+		err = acquireErr(err)
+	}
+	return n, err
 }
 
 // Begin starts a transaction on a pool connection, released by Commit or
 // Rollback. Prefer InTx, which cannot forget either.
 func (db *DB) Begin(ctx context.Context) (pgx.Tx, error) {
-	return db.pool.BeginTx(ctx, db.txOptions(pgx.TxOptions{}))
+	return db.BeginTx(ctx, pgx.TxOptions{})
 }
 
 // BeginTx is Begin with transaction options.
 func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	return db.pool.BeginTx(ctx, db.txOptions(opts))
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	tx, err := db.pool.BeginTx(ctx, db.txOptions(opts))
+	if err != nil {
+		err = acquireErr(err)
+	}
+	return tx, err
 }
 
 // Acquire checks a connection out of the pool; Release it when done.
-func (db *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) { return db.pool.Acquire(ctx) }
+func (db *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	c, err := db.pool.Acquire(ctx)
+	if err != nil {
+		err = acquireErr(err)
+	}
+	return c, err
+}
 
 // Ping checks out a connection and pings the server with it.
-func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+func (db *DB) Ping(ctx context.Context) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	return acquireErr(db.pool.Ping(ctx))
+}
 
 // Stat returns pgxpool's statistics; PoolStats adds pgkit's own.
 func (db *DB) Stat() *pgxpool.Stat { return db.pool.Stat() }

@@ -60,8 +60,11 @@ func (s ReplicaStatus) MarshalJSON() ([]byte, error) {
 // and its lag is within MaxReplicaLag; one whose connection fails under
 // Exec, Query or QueryRow is set aside at once until a check passes again. Writes
 // sent through it fail on a replica (SQLSTATE 25006): they belong on the DB.
+//
+// Its Exec, Query and QueryRow run a statement once more after the errors
+// DB.Exec retries. After Close every method returns ErrClosed.
 func (db *DB) Reader() Querier {
-	if db.replicas == nil {
+	if db.replicas == nil || db.closed.Load() {
 		return db
 	}
 	return db.replicas
@@ -86,6 +89,7 @@ type replicaSet struct {
 	primary   *DB
 	members   []*replica
 	tracer    *tracer // role replica, shared by the members' pools
+	replan    replanner
 	next      atomic.Uint64
 	fallbacks atomic.Int64 // picks that found no usable replica
 	metrics   collectorSet
@@ -109,7 +113,8 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{})}
+	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
+		replan: replanner{mode: db.replan.mode, m: t.m}}
 	for _, pcfg := range cfgs {
 		db.cfg.trace(pcfg, t)
 		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
@@ -316,8 +321,11 @@ func connectionLost(code string) bool {
 // Exec runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	pool, r := s.pick()
-	tag, err := pool.Exec(ctx, sql, args...)
-	if err != nil && r != nil {
+	if r == nil || s.primary.closed.Load() {
+		return s.primary.Exec(ctx, sql, args...)
+	}
+	tag, err := s.replan.exec(ctx, pool, sql, args)
+	if err != nil {
 		r.failed(err)
 	}
 	return tag, err
@@ -326,8 +334,11 @@ func (s *replicaSet) Exec(ctx context.Context, sql string, args ...any) (pgconn.
 // Query runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	pool, r := s.pick()
-	rows, err := pool.Query(ctx, sql, args...)
-	if err != nil && r != nil {
+	if r == nil || s.primary.closed.Load() {
+		return s.primary.Query(ctx, sql, args...)
+	}
+	rows, err := s.replan.poolQuery(ctx, pool, sql, args)
+	if err != nil {
 		r.failed(err)
 	}
 	return rows, err
@@ -336,11 +347,10 @@ func (s *replicaSet) Query(ctx context.Context, sql string, args ...any) (pgx.Ro
 // QueryRow runs sql on the next usable replica; see DB.Reader.
 func (s *replicaSet) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	pool, r := s.pick()
-	row := pool.QueryRow(ctx, sql, args...)
-	if r == nil {
-		return row
+	if r == nil || s.primary.closed.Load() {
+		return s.primary.QueryRow(ctx, sql, args...)
 	}
-	return replicaRow{row, r}
+	return replicaRow{s.replan.queryRow(ctx, pool, sql, args), r}
 }
 
 // replicaRow sets its replica aside when Scan finds the connection failed.
@@ -359,12 +369,18 @@ func (row replicaRow) Scan(dest ...any) error {
 
 // SendBatch sends b to the next usable replica; see DB.Reader.
 func (s *replicaSet) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if s.primary.closed.Load() {
+		return pgx.FailedBatchResults(b, ErrClosed)
+	}
 	pool, _ := s.pick()
 	return pool.SendBatch(ctx, b)
 }
 
 // CopyFrom is here to make the Reader a Querier; a replica refuses it.
 func (s *replicaSet) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	if s.primary.closed.Load() {
+		return 0, ErrClosed
+	}
 	pool, _ := s.pick()
 	return pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
 }

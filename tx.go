@@ -42,9 +42,10 @@ type TxStarter interface {
 //     leaves the outer transaction usable.
 //
 // With WithRetry, fn runs again in a new transaction after a serialization
-// failure, a deadlock or a connection lost before COMMIT was sent, so fn
-// must not have effects outside the database that cannot be repeated (use
-// OnCommit for those).
+// failure, a deadlock, a connection lost before COMMIT was sent or a cached
+// statement the server refused after a migration, so fn must not have
+// effects outside the database that cannot be repeated (use OnCommit for
+// those).
 func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOption) error {
 	if fn == nil {
 		return errors.New("pgkit: InTx: fn is nil")
@@ -145,10 +146,13 @@ type RetryPolicy struct {
 
 // WithRetry runs fn again, in a new transaction, when the transaction fails
 // with a serialization failure (SQLSTATE 40001) or a deadlock (40P01), or
-// loses its connection before COMMIT is sent. Any other error returns at
-// once. A connection lost during COMMIT leaves the outcome unknown: that
-// returns *AmbiguousCommitError and is never retried. After the last attempt
-// the error is a *RetryError.
+// loses its connection before COMMIT is sent, or when the server refused a
+// connection's cached prepared statement before running it (0A000 "cached
+// plan must not change result type" after a migration changed its result
+// columns, or 26000); that last one runs again at once, without backoff. Any
+// other error returns at once. A connection lost during COMMIT leaves the
+// outcome unknown: that returns *AmbiguousCommitError and is never retried.
+// After the last attempt the error is a *RetryError.
 func WithRetry(p RetryPolicy) TxOption {
 	return func(o *txOptions) {
 		if p.MaxAttempts < 0 || p.BaseDelay < 0 || p.MaxDelay < 0 {
@@ -268,6 +272,9 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 	if o.retry != nil {
 		maxAttempts = o.retry.MaxAttempts
 	}
+	if db.closed.Load() {
+		return ErrClosed
+	}
 	m := db.tracer.m
 	attempt := 1
 	defer func() {
@@ -299,6 +306,9 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 			return &RetryError{Attempts: attempt, Err: err}
 		}
 		m.txRetry(reason)
+		if reason == "plan" {
+			continue // not contention: nothing to wait for, pgx prepares the statement afresh
+		}
 		if werr := sleepBackoff(ctx, o.retry, attempt); werr != nil {
 			m.txDone(outcome, attempt, time.Since(start))
 			return &RetryError{Attempts: attempt, Err: err}
@@ -322,6 +332,9 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 	}
 	ptx, err := pool.BeginTx(ctx, db.txOptions(o.tx))
 	if err != nil {
+		if closedPool(err) {
+			return nil, ErrClosed // Close ran meanwhile
+		}
 		if r != nil {
 			r.failed(err)
 		}
@@ -361,7 +374,7 @@ func commitFailed(err error) bool {
 }
 
 // retryReason says why a failed attempt may run again ("serialization",
-// "deadlock", "connection"), or "" when it must not.
+// "deadlock", "connection", "plan"), or "" when it must not.
 func retryReason(err error, a *attemptTx) string {
 	var pgErr *pgconn.PgError
 	var ambiguous *AmbiguousCommitError
@@ -374,6 +387,11 @@ func retryReason(err error, a *attemptTx) string {
 			return "serialization"
 		case pgErr.Code == "40P01":
 			return "deadlock"
+		case replanCode(err) != "":
+			// The server refused a cached prepared statement before
+			// running it (0A000 after its result columns changed,
+			// 26000); pgx dropped it from the connection's cache.
+			return "plan"
 		case connectionLost(pgErr.Code):
 			// Connection exceptions, and the server ending the session
 			// (terminated, shutting down, starting up): before COMMIT, the
