@@ -309,10 +309,21 @@ func (c *Cache[T]) loadPut(ctx context.Context, skey string, load func(context.C
 // runLoad calls load and turns a panic into an error for every waiting
 // caller: the flight runs on a goroutine of its own, where a panic would
 // end the process.
+// The stack goes to the log once (the Logger, else slog.Default()), not into
+// the error every waiting caller gets.
 func (c *Cache[T]) runLoad(ctx context.Context, load func(context.Context) (T, error)) (v T, err error) {
+	if load == nil {
+		return v, fmt.Errorf("pgkit: cache %q: GetOrLoad: load is nil", c.cfg.Name)
+	}
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("pgkit: cache %q: load panicked: %v\n%s", c.cfg.Name, p, debug.Stack())
+			err = fmt.Errorf("pgkit: cache %q: load panicked: %v", c.cfg.Name, p)
+			log := c.cfg.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.LogAttrs(ctx, slog.LevelError, "pgkit: cache load panicked", slog.String("cache", c.cfg.Name),
+				slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 		}
 	}()
 	return load(ctx)

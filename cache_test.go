@@ -211,8 +211,10 @@ func TestCacheLoadErrors(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			errNoTenant := errors.New("no such tenant")
+			var logs lockedBuffer
 			cache := newCache[dashboardStats](t, kind.new(t), pgkit.CacheConfig{
-				Name: "errors", NotFound: errNoTenant, NegativeTTL: time.Minute,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+				Name:   "errors", NotFound: errNoTenant, NegativeTTL: time.Minute,
 			})
 			var loads atomic.Int64
 
@@ -237,11 +239,17 @@ func TestCacheLoadErrors(t *testing.T) {
 
 			_, err := cache.GetOrLoad(ctx, "boom", func(context.Context) (dashboardStats, error) { panic("load bug") })
 			require.ErrorContains(t, err, `pgkit: cache "errors": load panicked: load bug`)
+			require.NotContains(t, err.Error(), "goroutine", "the stack goes to the log, not into every caller's error")
+			require.NotContains(t, err.Error(), ".go:")
+			require.Contains(t, logs.String(), "goroutine", "the stack is logged once")
 
 			s := cache.Stats()
 			require.Equal(t, uint64(4), s.Loads)
 			require.Equal(t, uint64(4), s.LoadErrors)
 			require.Equal(t, uint64(2), s.Hits, "the two cached not-founds")
+
+			_, err = cache.GetOrLoad(ctx, "nil-loader", nil)
+			require.ErrorContains(t, err, "load is nil")
 		})
 	}
 }
