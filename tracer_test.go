@@ -2,6 +2,7 @@ package pgkit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -118,15 +119,33 @@ func TestMetricsFollowRealWork(t *testing.T) {
 	cancel()
 	require.Error(t, err)
 
+	// The canceled statement cost its connection: the second Acquire may
+	// have to open one, which a busy machine can make take longer than the
+	// 100ms AcquireTimeout, so it tries until it gets one. What is held is
+	// released even if the test fails, or Close would wait for it.
 	held := make([]*pgxpool.Conn, 2)
+	t.Cleanup(func() {
+		for _, c := range held {
+			if c != nil {
+				c.Release()
+			}
+		}
+	})
+	extraTimeouts := 0
 	for i := range held {
-		held[i], err = db.Acquire(ctx)
-		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			held[i], err = db.Acquire(ctx)
+			if errors.Is(err, pgkit.ErrAcquireTimeout) {
+				extraTimeouts++
+			}
+			return err == nil
+		}, 30*time.Second, 10*time.Millisecond)
 	}
 	_, err = db.Exec(ctx, `SELECT 1`)
 	require.ErrorIs(t, err, pgkit.ErrAcquireTimeout)
-	for _, c := range held {
+	for i, c := range held {
 		c.Release()
+		held[i] = nil
 	}
 
 	// A scrape runs a health check, which acquires a connection too: counts
@@ -153,18 +172,20 @@ func TestMetricsFollowRealWork(t *testing.T) {
 	require.Equal(t, 5.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "tenants", "op": "copy"}))
 	require.Nil(t, g.find("pgkit_slow_queries_total", nil), "nothing was slow")
 
-	require.Equal(t, 1.0, g.value(t, "pgkit_pool_acquire_timeouts_total", nil))
+	require.Equal(t, float64(1+extraTimeouts), g.value(t, "pgkit_pool_acquire_timeouts_total", nil))
 	require.Equal(t, 2.0, g.value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
-	require.Equal(t, 0.0, g.value(t, "pgkit_pool_acquired_connections", nil))
-	require.Equal(t, 0.0, g.value(t, "pgkit_pool_utilization_ratio", nil))
-	require.Equal(t, 0.0, g.value(t, "pgkit_pool_waiting", nil))
+	// The scrape's own health check may hold (or wait for) one connection
+	// while the pool's gauges are read: collectors run concurrently.
+	between("pgkit_pool_acquired_connections", 0, 1, nil)
+	require.LessOrEqual(t, g.value(t, "pgkit_pool_utilization_ratio", nil), 0.5)
+	between("pgkit_pool_waiting", 0, 1, nil)
 	require.Equal(t, 0.0, g.value(t, "pgkit_pool_leaked_connections", nil))
 	between("pgkit_pool_acquires_total", before.AcquireCount(), after.AcquireCount(), nil)
 	between("pgkit_pool_new_connections_total", before.NewConnsCount(), after.NewConnsCount(), nil)
 	between("pgkit_pool_connect_duration_seconds", before.NewConnsCount(), after.NewConnsCount(), map[string]string{"outcome": "ok"})
 	require.Equal(t, float64(after.CanceledAcquireCount()), g.value(t, "pgkit_pool_canceled_acquires_total", nil))
 	// Every acquire is measured, the timed-out one included; every checkout is released.
-	between("pgkit_pool_acquire_duration_seconds", before.AcquireCount()+1, after.AcquireCount()+1, nil)
+	between("pgkit_pool_acquire_duration_seconds", before.AcquireCount()+1+int64(extraTimeouts), after.AcquireCount()+1+int64(extraTimeouts), nil)
 	between("pgkit_pool_connection_hold_seconds", before.AcquireCount(), after.AcquireCount(), nil)
 	require.Contains(t, g, "pgkit_pool_closed_connections_total")
 	require.Equal(t, 1.0, g.value(t, "pgkit_database_up", map[string]string{"pool": "main"}))

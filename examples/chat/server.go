@@ -233,7 +233,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.memStore != nil {
 		s.memStore.Close()
 	}
-	s.wdb.Close()
-	s.db.Close()
+	// The pools get a bound of their own (ctx may be spent by now): a
+	// connection still held after it is a leak, named in the error, and
+	// closed anyway rather than holding the process.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), poolShutdownTimeout)
+	defer cancel()
+	errs = append(errs, s.wdb.Shutdown(pctx), s.db.Shutdown(pctx))
 	return errors.Join(errs...)
 }
+
+// poolShutdownTimeout bounds the wait for the pools' connections at
+// shutdown, once every request and the writer are done.
+const poolShutdownTimeout = 5 * time.Second
