@@ -318,11 +318,7 @@ func (c *Cache[T]) runLoad(ctx context.Context, load func(context.Context) (T, e
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("pgkit: cache %q: load panicked: %v", c.cfg.Name, p)
-			log := c.cfg.Logger
-			if log == nil {
-				log = slog.Default()
-			}
-			log.LogAttrs(ctx, slog.LevelError, "pgkit: cache load panicked", slog.String("cache", c.cfg.Name),
+			alertLogger(c.cfg.Logger).LogAttrs(ctx, slog.LevelError, "pgkit: cache load panicked", slog.String("cache", c.cfg.Name),
 				slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 		}
 	}()

@@ -410,10 +410,7 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	if !cfg.EnableJIT && fromURL("jit") {
 		cfg.EnableJIT = params["jit"] == "on"
 	}
-	cfg.alerts = cfg.Logger
-	if cfg.alerts == nil {
-		cfg.alerts = slog.Default()
-	}
+	cfg.alerts = alertLogger(cfg.Logger)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

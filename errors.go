@@ -122,7 +122,7 @@ func (e *UnreachableError) Error() string {
 	if e.AcquireTimeout {
 		msg = "pgkit: no pool connection within Config.AcquireTimeout: the database could not be reached"
 	}
-	return fmt.Sprintf("%s (%d connection attempts failed in a row, over %s): %v",
+	return fmt.Sprintf("%s (connection attempts failed in a row: %d, over %s): %v",
 		msg, e.Failures, e.FailingFor.Round(time.Millisecond), e.Err)
 }
 

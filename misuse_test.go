@@ -94,6 +94,8 @@ func TestNewWriterChecksTable(t *testing.T) {
 	require.ErrorContains(t, err, "has no column")
 	_, err = db.Exec(ctx, `CREATE TABLE events (n int, body text)`)
 	require.NoError(t, err)
+	_, err = pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", DedupeKey: "client_id"})
+	require.ErrorContains(t, err, `DedupeKey: pgkit_test.event has no field tagged db:"client_id"`)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events"})
 	require.NoError(t, err)
 	require.NoError(t, w.Close(ctx))
@@ -133,10 +135,16 @@ func TestWarningsWithoutLogger(t *testing.T) {
 
 	_, err := db.Exec(ctx, `CREATE TABLE events (n int CHECK (n >= 0), body text)`)
 	require.NoError(t, err)
+
+	// The default logger is looked up when a warning is logged, not at
+	// Open: a program that sets it later, at Warn, still gets the dead
+	// letter, at Error.
+	var later lockedBuffer
+	slog.SetDefault(slog.New(slog.NewTextHandler(&later, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", FlushInterval: time.Millisecond})
 	require.NoError(t, err)
 	require.NoError(t, w.Write(ctx, ev(-1)))
 	require.Error(t, w.Close(ctx))
-	require.Contains(t, buf.String(), "pgkit: writer could not write items")
-	require.NotContains(t, buf.String(), "query failed", "routine logs stay off without a Logger")
+	require.Contains(t, later.String(), `level=ERROR msg="pgkit: writer could not write items"`)
+	require.NotContains(t, later.String(), "query failed", "routine logs stay off without a Logger")
 }

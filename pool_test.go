@@ -318,8 +318,8 @@ func TestKeepaliveOnTheSocket(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Release()
 
-	tcp, ok := conn.Conn().PgConn().Conn().(*net.TCPConn)
-	require.True(t, ok, "expected a TCP connection, got %T", conn.Conn().PgConn().Conn())
+	tcp, ok := conn.Conn().PgConn().Conn().(syscall.Conn)
+	require.True(t, ok, "expected a socket, got %T", conn.Conn().PgConn().Conn())
 	raw, err := tcp.SyscallConn()
 	require.NoError(t, err)
 	opts := map[string]int{}

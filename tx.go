@@ -245,7 +245,7 @@ func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
 		}
 	}()
 	err = fn(t)
-	if t.misused.Load() {
+	if t.misused.Load() && !errors.Is(err, ErrTxManaged) {
 		err = errors.Join(ErrTxManaged, err)
 	}
 	if err != nil {

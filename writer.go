@@ -52,8 +52,8 @@ type WriterConfig[T any] struct {
 	// OnError receives items the database refused for good (a constraint
 	// violation: the batch is split to isolate them, the good items are
 	// written) and items left unwritten when Close gives up, with the error.
-	// Default: log them at Error through the DB's Logger with their count;
-	// never a silent drop.
+	// Default: log them at Error with their count, through the DB's Logger,
+	// else slog.Default(); never a silent drop.
 	OnError func(items []T, err error)
 	// OnAmbiguous receives items whose batch's COMMIT was sent and whose
 	// answer was lost (the connection broke, the server stopped answering),
@@ -132,8 +132,12 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if cfg.BatchSize < 0 || cfg.QueueSize < 0 || cfg.FlushInterval < 0 || cfg.RetryFor < 0 {
 		return nil, fmt.Errorf("pgkit: WriterConfig: negative BatchSize, QueueSize, FlushInterval or RetryFor")
 	}
-	if _, _, err := rowStruct[T](); err != nil {
+	t, sm, err := rowStruct[T]()
+	if err != nil {
 		return nil, err
+	}
+	if _, ok := sm.byColumn[cfg.DedupeKey]; cfg.DedupeKey != "" && !ok {
+		return nil, fmt.Errorf("pgkit: WriterConfig.DedupeKey: %s has no field tagged db:%q", t, cfg.DedupeKey)
 	}
 	if err := checkWriterTable[T](db, cfg.Table); err != nil {
 		return nil, err

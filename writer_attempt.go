@@ -29,7 +29,7 @@ func checkWriterTable[T any](db *DB, table string) error {
 	defer cancel()
 	_, err := prepareBulk[T](ctx, db, table, nil, nil)
 	if err != nil && !isTransient(err) {
-		return fmt.Errorf("pgkit: NewWriter: %w", err)
+		return fmt.Errorf("%w (NewWriter)", err)
 	}
 	return nil
 }
@@ -94,8 +94,8 @@ func (w *Writer[T]) writeOnce(ctx context.Context, items []T) (*pendingCommit, e
 func (w *Writer[T]) writeIdempotent(ctx context.Context, items []T) (*pendingCommit, error) {
 	err := w.insert(ctx, w.db, items)
 	var pgErr *pgconn.PgError
-	if err == nil || errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
-		return nil, err // written, or refused by the server, or never sent
+	if err == nil || !isTransient(err) || errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
+		return nil, err // written, refused (by the server or before sending), or never sent
 	}
 	return &pendingCommit{err: err}, err
 }
