@@ -236,34 +236,34 @@ func (row *poolRow) Scan(dest ...any) (err error) {
 // until none of its values is referenced.
 const slabSize = 128
 
-type rowsSlab struct{ free []poolRows }
-type rowSlab struct{ free []poolRow }
+// slab hands out values of T carved from arrays of slabSize.
+type slab[T any] struct{ free []T }
 
 var (
-	rowsSlabs = sync.Pool{New: func() any { return new(rowsSlab) }}
-	rowSlabs  = sync.Pool{New: func() any { return new(rowSlab) }}
+	rowsSlabs = sync.Pool{New: func() any { return new(slab[poolRows]) }}
+	rowSlabs  = sync.Pool{New: func() any { return new(slab[poolRow]) }}
 )
 
-func newPoolRows(c *pgxpool.Conn, r pgx.Rows) *poolRows {
-	s := rowsSlabs.Get().(*rowsSlab)
+// fromSlab takes a zero T from the slabs in p.
+func fromSlab[T any](p *sync.Pool) *T {
+	s := p.Get().(*slab[T])
 	if len(s.free) == 0 {
-		s.free = make([]poolRows, slabSize)
+		s.free = make([]T, slabSize)
 	}
-	rows := &s.free[0]
+	v := &s.free[0]
 	s.free = s.free[1:]
-	rowsSlabs.Put(s)
+	p.Put(s)
+	return v
+}
+
+func newPoolRows(c *pgxpool.Conn, r pgx.Rows) *poolRows {
+	rows := fromSlab[poolRows](&rowsSlabs)
 	rows.r, rows.c = r, c
 	return rows
 }
 
 func newPoolRow(c *pgxpool.Conn, r pgx.Rows) *poolRow {
-	s := rowSlabs.Get().(*rowSlab)
-	if len(s.free) == 0 {
-		s.free = make([]poolRow, slabSize)
-	}
-	row := &s.free[0]
-	s.free = s.free[1:]
-	rowSlabs.Put(s)
+	row := fromSlab[poolRow](&rowSlabs)
 	row.r, row.c = r, c
 	return row
 }

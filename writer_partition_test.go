@@ -70,31 +70,7 @@ func ev(n int) event { return event{N: n, Body: fmt.Sprintf("event-%d", n)} }
 // commits by itself, and its retry wrote every row twice.)
 func TestWriterCopyAnswerLost(t *testing.T) {
 	t.Parallel()
-	url, proxy := proxied(t)
-	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2})
-	ctx := context.Background()
-	_, err := db.Exec(ctx, `CREATE TABLE events (n int, body text)`)
-	require.NoError(t, err)
-	var failed, ambiguous handedOff
-	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", FlushInterval: time.Hour,
-		OnError: failed.take, OnAmbiguous: ambiguous.take})
-	require.NoError(t, err)
-
-	proxy.CutAfterReplyTo([]byte{'c', 0, 0, 0, 4}) // CopyDone
-	for n := range 50 {
-		require.NoError(t, w.Write(ctx, ev(n)))
-	}
-	require.NoError(t, w.Flush(ctx))
-	require.NoError(t, w.Close(ctx))
-
-	ids := eventIDs(t, db)
-	require.Len(t, ids, 50)
-	for n, c := range ids {
-		require.Equal(t, 1, c, "event %d written %d times", n, c)
-	}
-	require.Empty(t, failed.snapshot())
-	require.Empty(t, ambiguous.snapshot())
-	require.Equal(t, uint64(50), w.Stats().Written)
+	writeThroughLostAnswer(t, []byte{'c', 0, 0, 0, 4}) // CopyDone
 }
 
 // TestWriterCommitAnswerLost: the server commits a batch and the answer to
@@ -103,6 +79,14 @@ func TestWriterCopyAnswerLost(t *testing.T) {
 // written: not retried (no duplicate), not in OnError, not ambiguous.
 func TestWriterCommitAnswerLost(t *testing.T) {
 	t.Parallel()
+	writeThroughLostAnswer(t, []byte("COMMIT\x00"))
+}
+
+// writeThroughLostAnswer writes 50 events while the proxy cuts the
+// connection after the server's answer to the first message containing
+// pattern, and checks each event is in the table once, written, and
+// handed off nowhere.
+func writeThroughLostAnswer(t *testing.T, pattern []byte) {
 	url, proxy := proxied(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2})
 	ctx := context.Background()
@@ -113,7 +97,7 @@ func TestWriterCommitAnswerLost(t *testing.T) {
 		OnError: failed.take, OnAmbiguous: ambiguous.take})
 	require.NoError(t, err)
 
-	proxy.CutAfterReplyTo([]byte("COMMIT\x00"))
+	proxy.CutAfterReplyTo(pattern)
 	for n := range 50 {
 		require.NoError(t, w.Write(ctx, ev(n)))
 	}

@@ -163,7 +163,10 @@ func runWS(ctx context.Context, c wsConfig, out io.Writer) error {
 		}()
 	}
 	dialed.Wait()
-	sampler.sample() // every client is connected now
+	// Every client is connected now. A dial returns on the server's 101,
+	// which the server writes before it counts the connection: sample until
+	// it counts them all (or 5 s pass: the result then shows the shortfall).
+	sampler.sampleUntil(int64(c.clients), 5*time.Second)
 	started := time.Now()
 	close(gate)
 	wg.Wait()
@@ -403,6 +406,22 @@ func newSampler(client *http.Client, metricsURL string) *sampler {
 		}
 	}()
 	return s
+}
+
+// sampleUntil samples until the server reports at least conns WebSocket
+// connections, or for at most d.
+func (s *sampler) sampleUntil(conns int64, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		s.sample()
+		s.mu.Lock()
+		enough := s.serverConns >= conns
+		s.mu.Unlock()
+		if enough || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // sample takes one sample; safe for concurrent use.
