@@ -36,7 +36,11 @@ func BenchmarkPoolSize(b *testing.B) {
 
 	for _, size := range []int32{4, 8, 16, 32, 50, 150} {
 		b.Run(fmt.Sprintf("MaxConns=%d", size), func(b *testing.B) {
-			raw, db := benchPoolsOn(b, url, size, pgkit.Config{AcquireTimeout: time.Minute})
+			// 150 + 150 backends starting at once on 2 cores take longer than
+			// the default ConnectTimeout, and the sweep measures pool sizes,
+			// not outages: a long connect timeout, no connect backoff.
+			raw, db := benchPoolsOn(b, url+"&connect_timeout=60", size,
+				pgkit.Config{AcquireTimeout: time.Minute, ConnectTimeout: time.Minute, ConnectBackoff: pgkit.Disabled})
 
 			// One unmeasured round each fills the pools.
 			seedRound(b, db.Acquire)
