@@ -18,7 +18,10 @@
 //
 // DB has the method set of *pgxpool.Pool (Exec, Query, QueryRow, SendBatch,
 // CopyFrom, Begin, BeginTx, Acquire, Ping, Stat), and Pool returns the pool
-// itself. Every wait for a connection is bounded by Config.AcquireTimeout:
+// itself. DB.Shutdown closes it within a context's deadline, naming what
+// still held connections. Every call is bounded even without a deadline of
+// its own: the wait for a connection by Config.AcquireTimeout, a statement
+// by Config.ClientTimeout (a server that stops answering cannot hold it):
 //
 //	_, err := db.Exec(ctx, "UPDATE users SET name = $1 WHERE id = $2", name, id)
 //	var down *pgkit.UnreachableError
