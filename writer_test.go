@@ -369,6 +369,13 @@ func TestWriterServerGoneForGood(t *testing.T) {
 	require.Equal(t, 500, failed.count(), "OnError got exactly the unwritten items")
 
 	require.NoError(t, cluster.Start(ctx))
-	rows, _ := messageStats(t, db)
+	// Calls fail at once while the connection backoff waits out its delay
+	// (at most ConnectBackoff): ask until the database answers.
+	var rows int
+	require.Eventually(t, func() bool {
+		n, err := countMessages(db)
+		rows = n
+		return err == nil
+	}, 15*time.Second, 10*time.Millisecond)
 	require.Equal(t, 100, rows, "written + handed to OnError = accepted")
 }
