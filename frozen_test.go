@@ -175,6 +175,8 @@ func TestShutdownUnclosedRows(t *testing.T) {
 	require.GreaterOrEqual(t, se.Held[0].For, 300*time.Millisecond)
 	require.Contains(t, se.Held[0].AcquiredAt, "TestShutdownUnclosedRows", "the stack that acquired it")
 	require.Contains(t, err.Error(), "frozen_test.go")
+	_, err = db.Exec(ctx, `SELECT 1`)
+	require.ErrorIs(t, err, pgkit.ErrClosed, "calls after Shutdown returned")
 
 	admin := openTest(t, pgkit.Config{URL: url, MaxConns: 1})
 	require.Eventually(t, func() bool {

@@ -19,6 +19,7 @@ import (
 // A holder that never releases its connection keeps pgxpool's own Close
 // waiting in a goroutine until it does; everything of pgkit's is stopped.
 func (db *DB) Shutdown(ctx context.Context) error {
+	db.closed.Store(true) // before returning, whichever way it returns
 	closed := make(chan struct{})
 	go func() {
 		db.Close()
