@@ -2,6 +2,7 @@ package pgkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -178,11 +179,19 @@ func (db *DB) Close() {
 
 // acquireErr is err from acquiring a connection, ErrClosed when the pool
 // refused because Close ran meanwhile.
-func acquireErr(err error) error {
-	if closedPool(err) {
+func (db *DB) acquireErr(err error) error {
+	if db.closedErr(err) {
 		return ErrClosed
 	}
 	return err
+}
+
+// closedErr reports whether err comes from the DB closing: pgxpool's closed
+// pool, or a connection attempt that Close cut short (pgxpool cancels the
+// connects in progress, and pgkit refuses new dials).
+func (db *DB) closedErr(err error) bool {
+	var connectErr *pgconn.ConnectError
+	return closedPool(err) || db.closed.Load() && errors.As(err, &connectErr)
 }
 
 // closedRow is QueryRow's Row after Close.
@@ -198,7 +207,7 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	}
 	tag, err := db.replan.exec(ctx, db.pool, sql, args)
 	if err != nil {
-		err = acquireErr(err)
+		err = db.acquireErr(err)
 	}
 	return tag, err
 }
@@ -211,7 +220,7 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 		return &errRows{err: ErrClosed}, ErrClosed
 	}
 	rows, err := db.replan.poolQuery(ctx, db.pool, sql, args)
-	if err != nil && closedPool(err) {
+	if err != nil && db.closedErr(err) {
 		return &errRows{err: ErrClosed}, ErrClosed
 	}
 	return rows, err
@@ -225,7 +234,7 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 		return closedRow
 	}
 	row := db.replan.queryRow(ctx, db.pool, sql, args)
-	if r, ok := row.(errRow); ok && closedPool(r.err) {
+	if r, ok := row.(errRow); ok && db.closedErr(r.err) {
 		return closedRow
 	}
 	return row
@@ -250,7 +259,7 @@ func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnName
 	}
 	n, err := db.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
 	if err != nil {
-		err = acquireErr(err)
+		err = db.acquireErr(err)
 	}
 	return n, err
 }
@@ -268,7 +277,7 @@ func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	}
 	tx, err := db.pool.BeginTx(ctx, db.txOptions(opts))
 	if err != nil {
-		err = acquireErr(err)
+		err = db.acquireErr(err)
 	}
 	return tx, err
 }
@@ -280,7 +289,7 @@ func (db *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	}
 	c, err := db.pool.Acquire(ctx)
 	if err != nil {
-		err = acquireErr(err)
+		err = db.acquireErr(err)
 	}
 	return c, err
 }
@@ -290,7 +299,7 @@ func (db *DB) Ping(ctx context.Context) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	return acquireErr(db.pool.Ping(ctx))
+	return db.acquireErr(db.pool.Ping(ctx))
 }
 
 // Stat returns pgxpool's statistics; PoolStats adds pgkit's own.

@@ -332,7 +332,7 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 	}
 	ptx, err := pool.BeginTx(ctx, db.txOptions(o.tx))
 	if err != nil {
-		if closedPool(err) {
+		if db.closedErr(err) {
 			return nil, ErrClosed // Close ran meanwhile
 		}
 		if r != nil {
