@@ -335,7 +335,9 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 	require.Nil(t, d.Window.P50Seconds)
 	require.Nil(t, d.Window.P99Seconds)
 	require.Greater(t, d.Window.AcquiresPerSecond, 0.0, "pool figures need no metrics")
-	require.Len(t, d.SlowQueries, 1)
+	// Newest first; on a busy machine the setup statements can pass the
+	// 50ms threshold too.
+	require.NotEmpty(t, d.SlowQueries)
 	require.Equal(t, xssSQL, d.SlowQueries[0].SQL)
 	require.Equal(t, []dashSourceValues{
 		{Name: "chat", Values: map[string]float64{"queued": 3, "capacity": 50_000, "accepted": 3, "written": 0, "failed": 0}},
