@@ -62,7 +62,7 @@ const ConnectBackoffStart = 50 * time.Millisecond
 
 // DefaultMaxConns is the pool size Open uses when neither Config.MaxConns nor
 // the URL's pool_max_conns sets one: 4 × GOMAXPROCS, at least 8. README's
-// "Pool sizing" sweep is where it comes from: the seed's CPU-bound load
+// "Pool sizing" sweep is where it comes from: a CPU-bound load of short reads
 // saturates the server at 2 connections per core and larger pools only move
 // the queue into the server; twice that leaves room for I/O-bound queries.
 func DefaultMaxConns() int32 {

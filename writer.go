@@ -84,7 +84,7 @@ var ErrWriterClosed = errors.New("pgkit: writer is closed")
 // are accepted and not yet written.
 var ErrQueueFull = errors.New("pgkit: writer queue is full")
 
-// Writer batches non-critical writes (the seed's fire-and-forget message
+// Writer batches non-critical writes (a chat service's fire-and-forget message
 // save) into COPY or INSERT statements from one background goroutine.
 //
 // The guarantee: every item whose Write returned nil is, by the time Close

@@ -145,7 +145,7 @@ func markdown(res *results, in, svgDir string) string {
 	p("\n")
 
 	// Pool size.
-	p("## Pool size\n\n`BenchmarkPoolSize`: the seed's load, 1,000 concurrent `SELECT COUNT(*) FROM users` over 10,000 users, at each `MaxConns`, through pgkit and a raw pgxpool of the same size in alternating rounds, on a PostgreSQL server of the benchmark's own (`max_connections=400`). Mean [95%% interval] over the runs.\n\n")
+	p("## Pool size\n\n`BenchmarkPoolSize`: a web service's load, 1,000 concurrent `SELECT COUNT(*) FROM users` over 10,000 users, at each `MaxConns`, through pgkit and a raw pgxpool of the same size in alternating rounds, on a PostgreSQL server of the benchmark's own (`max_connections=400`). Mean [95%% interval] over the runs.\n\n")
 	p("| MaxConns | pgkit queries/s | raw queries/s | pgkit/raw | p99 acquire wait, pgkit | p99 acquire wait, raw | p99 acquire + query, pgkit |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, size := range poolSizes {
 		b := res.benches["BenchmarkPoolSize/MaxConns="+size]
