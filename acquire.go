@@ -56,6 +56,9 @@ func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connect
 	if timeout <= 0 {
 		return c
 	}
+	if d, ok := parent.Deadline(); ok && !d.After(c.start.Add(timeout)) {
+		return c // the caller's deadline comes first: no timer to set
+	}
 	c.deadline = c.start.Add(timeout)
 	if c.done == nil {
 		c.done = make(chan struct{})
@@ -162,27 +165,24 @@ func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpo
 }
 
 func (t *tracer) acquireStart(ctx context.Context, conns *connectBackoff) context.Context {
-	t.waiting.Add(1)
+	t.obs.waiting.Add(1)
 	return newAcquireCtx(ctx, t.cfg.AcquireTimeout, conns)
 }
 
 // TraceAcquireEnd implements pgxpool.AcquireTracer.
 func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
-	t.waiting.Add(-1)
 	now := time.Now()
-	if ac, ok := ctx.Value(acquireCtxKey{}).(*acquireCtx); ok {
-		if t.m != nil {
-			t.m.acquireDuration.Observe(now.Sub(ac.start).Seconds())
-		}
+	ac, ok := ctx.(*acquireCtx) // what TraceAcquireStart returned, unless another tracer wrapped it
+	if !ok {
+		ac, ok = ctx.Value(acquireCtxKey{}).(*acquireCtx)
+	}
+	wait := time.Duration(-1) // unknown
+	if ok {
+		wait = now.Sub(ac.start)
 		ac.release(data.Err == nil)
 	}
+	t.obs.acquireDone(wait, data.Err != nil && isAcquireTimeout(data.Err))
 	if data.Err != nil {
-		if isAcquireTimeout(data.Err) {
-			t.acquireTimeouts.Add(1)
-			if t.m != nil {
-				t.m.acquireTimeouts.Inc()
-			}
-		}
 		return
 	}
 	cs := t.state(data.Conn)

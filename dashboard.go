@@ -7,9 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 //go:embed dashboard/index.html dashboard/dashboard.js dashboard/dashboard.css
@@ -139,8 +136,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //	time                          when the data was read (RFC 3339, UTC)
 //	pool                          Config.Name
 //	refresh_seconds               the page's polling interval
-//	metrics                       false when the DB has no Config.Registerer: then queries is null and the
-//	                              window's query fields are null; pool stats and slow queries are still there
+//	metrics                       whether the DB exports Prometheus metrics (Config.Registerer); the
+//	                              figures below are pgkit's own and are there either way
 //	pool_stats                    PoolStats, as in StatsHandler's pool_stats
 //	queries                       totals since Open from pgkit_query_duration_seconds, every name and op but
 //	                              prepare: count, errors, canceled, sum_seconds, and buckets, a list of
@@ -275,23 +272,20 @@ type dashSourceData struct {
 type dashSample struct {
 	at      time.Time
 	pool    PoolStats
-	queries *dashQueries // nil without metrics
+	queries *dashQueries
 }
 
 // maxDashSamples bounds the samples kept when many clients poll at once.
 const maxDashSamples = 64
 
 func (d *dashboard) data(now time.Time) dashData {
-	cur := dashSample{at: now, pool: d.db.PoolStats()}
-	if m := d.db.tracer.m; m != nil {
-		cur.queries = collectQueries(m.queryDuration)
-	}
+	cur := dashSample{at: now, pool: d.db.PoolStats(), queries: dashQueriesOf(d.db.obs.queries())}
 	out := dashData{
 		Version:        1,
 		Time:           now.UTC().Format(time.RFC3339Nano),
 		Pool:           d.db.cfg.Name,
 		RefreshSeconds: d.cfg.refresh.Seconds(),
-		Metrics:        cur.queries != nil,
+		Metrics:        d.db.cfg.Registerer != nil,
 		PoolStats:      cur.pool,
 		Queries:        cur.queries,
 		SlowThreshold:  d.db.cfg.SlowQueryThreshold.Seconds(),
@@ -379,50 +373,12 @@ func sub(cur, base uint64) uint64 {
 
 func ptr(v float64) *float64 { return &v }
 
-// collectQueries sums pgkit_query_duration_seconds over every name, op
-// (but prepare: it is part of a query, not one) and outcome.
-func collectQueries(vec *prometheus.HistogramVec) *dashQueries {
-	ch := make(chan prometheus.Metric, 64)
-	go func() {
-		vec.Collect(ch)
-		close(ch)
-	}()
-	q := &dashQueries{Buckets: make([]dashBucket, len(latencyBuckets))}
-	for i, le := range latencyBuckets {
-		q.Buckets[i].LE = le
-	}
-	for metric := range ch {
-		var pb dto.Metric
-		if metric.Write(&pb) != nil || pb.Histogram == nil {
-			continue
-		}
-		var op, outcome string
-		for _, l := range pb.GetLabel() {
-			switch l.GetName() {
-			case "op":
-				op = l.GetValue()
-			case "outcome":
-				outcome = l.GetValue()
-			}
-		}
-		if op == opNames[opPrepare] {
-			continue
-		}
-		h := pb.Histogram
-		n := h.GetSampleCount()
-		q.Count += n
-		q.SumSeconds += h.GetSampleSum()
-		switch outcome {
-		case outcomeNames[outcomeError]:
-			q.Errors += n
-		case outcomeNames[outcomeCanceled]:
-			q.Canceled += n
-		}
-		for i, b := range h.GetBucket() {
-			if i < len(q.Buckets) && b.GetUpperBound() == q.Buckets[i].LE {
-				q.Buckets[i].Count += b.GetCumulativeCount()
-			}
-		}
+// dashQueriesOf is the observer's totals in the data's terms.
+func dashQueriesOf(s queriesSnapshot) *dashQueries {
+	q := &dashQueries{Count: s.Latency.Count, Errors: s.Errors, Canceled: s.Canceled, SumSeconds: s.Latency.Sum,
+		Buckets: make([]dashBucket, len(s.Latency.Bounds))}
+	for i, le := range s.Latency.Bounds {
+		q.Buckets[i] = dashBucket{LE: le, Count: s.Latency.Cumulative[i]}
 	}
 	return q
 }

@@ -324,17 +324,20 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 	_, err = db.Exec(ctx, xssSQL)
 	require.NoError(t, err)
 
-	d, body := getDashData(t, base+"data", "tok")
-	require.False(t, d.Metrics)
-	require.Contains(t, string(body), `"queries":null`)
-	require.Nil(t, d.Queries)
+	// Query figures come from pgkit's own counters, not from Prometheus:
+	// the page has them without a Registerer.
+	d, _ := getDashData(t, base+"data", "tok")
+	require.False(t, d.Metrics, "no Registerer")
+	require.NotNil(t, d.Queries)
+	require.GreaterOrEqual(t, d.Queries.Count, first.Queries.Count+1, "the Exec above")
 	require.Equal(t, int32(4), d.PoolStats.Max)
 	require.Positive(t, d.PoolStats.AcquireCount)
 	require.NotNil(t, d.Window)
-	require.Nil(t, d.Window.QueriesPerSecond)
-	require.Nil(t, d.Window.P50Seconds)
-	require.Nil(t, d.Window.P99Seconds)
-	require.Greater(t, d.Window.AcquiresPerSecond, 0.0, "pool figures need no metrics")
+	require.NotNil(t, d.Window.QueriesPerSecond)
+	require.Positive(t, *d.Window.QueriesPerSecond)
+	require.NotNil(t, d.Window.P50Seconds)
+	require.NotNil(t, d.Window.P99Seconds)
+	require.Greater(t, d.Window.AcquiresPerSecond, 0.0)
 	// Newest first; on a busy machine the setup statements can pass the
 	// 50ms threshold too.
 	require.NotEmpty(t, d.SlowQueries)

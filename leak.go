@@ -18,8 +18,11 @@ import (
 // stops. The set of connections changes only when one is opened or closed, so
 // a checkout touches nothing shared.
 type leakDetector struct {
-	t         *tracer
+	obs       *observer
+	conns     func() []*connState // the pools' open connections
 	threshold time.Duration
+	logger    *slog.Logger // a returned leak, at Info
+	alerts    *slog.Logger // a leak, at Warn
 
 	stop chan struct{}
 	done chan struct{}
@@ -34,8 +37,9 @@ type leakState struct {
 	leaked bool
 }
 
-func newLeakDetector(t *tracer, threshold time.Duration) *leakDetector {
-	d := &leakDetector{t: t, threshold: threshold, stop: make(chan struct{}), done: make(chan struct{})}
+func newLeakDetector(obs *observer, conns func() []*connState, threshold time.Duration, logger, alerts *slog.Logger) *leakDetector {
+	d := &leakDetector{obs: obs, conns: conns, threshold: threshold, logger: logger, alerts: alerts,
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(min(max(threshold/4, 10*time.Millisecond), 5*time.Second))
 	return d
 }
@@ -56,8 +60,8 @@ func (d *leakDetector) released(cs *connState, held time.Duration) {
 	cs.leak.out, cs.leak.leaked = false, false
 	cs.leak.mu.Unlock()
 	if wasLeaked {
-		d.t.leaked.Add(-1)
-		d.t.logger.LogAttrs(context.Background(), slog.LevelInfo, "pgkit: leaked connection returned to the pool",
+		d.obs.leakReturned()
+		d.logger.LogAttrs(context.Background(), slog.LevelInfo, "pgkit: leaked connection returned to the pool",
 			slog.Duration("held", held))
 	}
 }
@@ -78,7 +82,7 @@ func (d *leakDetector) run(period time.Duration) {
 
 // scan reports each connection that has just passed the threshold.
 func (d *leakDetector) scan(now time.Time) {
-	for _, cs := range d.t.openConns() {
+	for _, cs := range d.conns() {
 		cs.leak.mu.Lock()
 		// acquiredAt is read under the lock: acquired stores it before it
 		// marks the connection out, so the two agree.
@@ -91,11 +95,8 @@ func (d *leakDetector) scan(now time.Time) {
 		stack := formatStack(cs.leak.stack[:cs.leak.depth])
 		cs.leak.mu.Unlock()
 
-		d.t.leaked.Add(1)
-		if d.t.m != nil {
-			d.t.m.leaks.Inc()
-		}
-		d.t.cfg.alerts.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: connection held past LeakThreshold, possible leak",
+		d.obs.leakFound()
+		d.alerts.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: connection held past LeakThreshold, possible leak",
 			slog.Duration("held", since), slog.Duration("threshold", d.threshold), slog.String("acquired_at", stack))
 	}
 }

@@ -3,147 +3,32 @@ package pgkit
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
-	"time"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Buckets of pgkit's latency histograms, in seconds: from 0.5ms (a primary-key
-// lookup on a warm server) to 10s (past any sane statement_timeout for a
-// request).
-var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
-
-// Buckets for how long a connection is held, acquire to release: requests
-// hold one for milliseconds, a leak for minutes.
-var holdBuckets = []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300}
-
-// metrics is every Prometheus metric pgkit exports for the pools of one role,
-// registered on Config.Registerer with const labels pool=<Config.Name> and
-// role (primary, or replica for all of Config.ReplicaURLs together). A DB
-// without a Registerer has none (t.m == nil) and pays nothing for them.
-type metrics struct {
-	queryDuration *prometheus.HistogramVec // name, op, outcome
-	queryErrors   *prometheus.CounterVec   // name, sqlstate_class
-	slowQueries   *prometheus.CounterVec   // name, op
-	rows          *prometheus.CounterVec   // name, op
-	replans       [2]prometheus.Counter    // sqlstate: 0A000, 26000
-
-	acquireDuration prometheus.Histogram
-	acquireTimeouts prometheus.Counter
-	holdDuration    prometheus.Histogram
-	connectDuration *prometheus.HistogramVec // outcome
-	leaks           prometheus.Counter
-	pool            *poolCollector
-
-	txTotal    [numTxOutcomes]prometheus.Counter
-	txRetries  map[string]prometheus.Counter // by reason
-	txDuration prometheus.Histogram
-	txAttempts prometheus.Histogram
-
-	collectorSet // for Unregister at Close
+// promCollector is the Prometheus adapter over one role's observer: at
+// scrape time it reads the observer's counters, and the pools' pgxpool.Stat,
+// and writes them as metrics with const labels pool=<Config.Name> and role
+// (primary, or replica for all of Config.ReplicaURLs together). Nothing is
+// written to Prometheus on the statement path.
+type promCollector struct {
+	obs   *observer
+	pools func() []*pgxpool.Pool // the role's pools, summed
+	up    func() bool            // whether the role's servers are up
 }
 
-// The "role" label: which servers a pool's connections go to.
-const (
-	rolePrimary = "primary"
-	roleReplica = "replica"
-)
-
-func newMetrics(reg prometheus.Registerer, pool, role string, t *tracer) (*metrics, error) {
+// registerMetrics registers obs and the pools on reg (nothing when reg is
+// nil); the returned set unregisters them at Close.
+func registerMetrics(reg prometheus.Registerer, pool, role string, obs *observer, pools func() []*pgxpool.Pool, up func() bool) (*collectorSet, error) {
+	var set collectorSet
 	if reg == nil {
-		return nil, nil
+		return &set, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "role": role}, reg)
-	m := &metrics{
-		queryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgkit_query_duration_seconds",
-			Help:    "Time from sending a statement (query, batch, copy or prepare) to its end, by query name, op and outcome (ok, error, canceled).",
-			Buckets: latencyBuckets,
-		}, []string{"name", "op", "outcome"}),
-		queryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgkit_query_errors_total",
-			Help: "Statements that failed, by query name and SQLSTATE class (the code's first two characters; 'client' for errors without one).",
-		}, []string{"name", "sqlstate_class"}),
-		slowQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgkit_slow_queries_total",
-			Help: "Statements slower than Config.SlowQueryThreshold, by query name and op.",
-		}, []string{"name", "op"}),
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgkit_query_rows_total",
-			Help: "Rows affected or returned as reported by the command tag, by query name and op.",
-		}, []string{"name", "op"}),
-		acquireDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgkit_pool_acquire_duration_seconds",
-			Help:    "Time callers waited for a pool connection, successful or not.",
-			Buckets: latencyBuckets,
-		}),
-		acquireTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgkit_pool_acquire_timeouts_total",
-			Help: "Waits for a connection that ended at Config.AcquireTimeout.",
-		}),
-		holdDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgkit_pool_connection_hold_seconds",
-			Help:    "Time a connection stayed checked out, acquire to release.",
-			Buckets: holdBuckets,
-		}),
-		connectDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgkit_pool_connect_duration_seconds",
-			Help:    "Time to open a new server connection, by outcome (ok, error).",
-			Buckets: latencyBuckets,
-		}, []string{"outcome"}),
-		leaks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgkit_pool_leaks_total",
-			Help: "Connections held longer than Config.LeakThreshold.",
-		}),
-		txDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgkit_tx_duration_seconds",
-			Help:    "Time of InTx on a DB, from the first BEGIN to the end of the last attempt.",
-			Buckets: latencyBuckets,
-		}),
-		txAttempts: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgkit_tx_attempts",
-			Help:    "Attempts an InTx call made (1 unless WithRetry retried).",
-			Buckets: []float64{1, 2, 3, 4, 5, 7, 10},
-		}),
-		pool: &poolCollector{},
-	}
-	txTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pgkit_tx_total",
-		Help: "InTx calls on a DB by outcome: commit, rollback (fn returned an error or panicked) or error (BEGIN or COMMIT failed).",
-	}, []string{"outcome"})
-	for o := range numTxOutcomes {
-		m.txTotal[o] = txTotal.WithLabelValues(txOutcomeNames[o])
-	}
-	replans := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pgkit_query_replans_total",
-		Help: "Statements outside a transaction run a second time, on the same connection, because the server refused the connection's cached prepared statement before running it, by SQLSTATE: 0A000 (cached plan must not change result type: its result columns changed, as after ALTER TABLE) or 26000 (prepared statement does not exist).",
-	}, []string{"sqlstate"})
-	m.replans[0] = replans.WithLabelValues(sqlstateResultTypeChanged)
-	m.replans[1] = replans.WithLabelValues(sqlstateNoStatement)
-	txRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pgkit_tx_retries_total",
-		Help: "Transactions WithRetry ran again, by reason: serialization (40001), deadlock (40P01), connection (lost before COMMIT), plan (a cached prepared statement refused: 0A000 cached plan must not change result type, or 26000).",
-	}, []string{"reason"})
-	m.txRetries = map[string]prometheus.Counter{}
-	for _, r := range []string{"serialization", "deadlock", "connection", "plan"} {
-		m.txRetries[r] = txRetries.WithLabelValues(r)
-	}
-	err := m.register(reg,
-		m.queryDuration, m.queryErrors, m.slowQueries, m.rows, replans,
-		m.acquireDuration, m.acquireTimeouts, m.holdDuration, m.connectDuration, m.leaks,
-		txTotal, txRetries, m.txDuration, m.txAttempts,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pgkit_pool_waiting",
-			Help: "Callers waiting for a pool connection right now.",
-		}, func() float64 { return float64(t.waiting.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pgkit_pool_leaked_connections",
-			Help: "Connections checked out for longer than Config.LeakThreshold right now.",
-		}, func() float64 { return float64(t.leaked.Load()) }),
-		m.pool,
-	)
+	err := set.register(reg, &promCollector{obs: obs, pools: pools, up: up})
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
 		return nil, &ConfigError{Field: "Name", Reason: fmt.Sprintf(
 			"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
@@ -151,61 +36,50 @@ func newMetrics(reg prometheus.Registerer, pool, role string, t *tracer) (*metri
 	if err != nil {
 		return nil, fmt.Errorf("pgkit: registering metrics: %w", err)
 	}
-	return m, nil
-}
-
-// unregister removes the metrics, so a DB of the same Name can be opened
-// again after Close.
-func (m *metrics) unregister() {
-	if m != nil {
-		m.collectorSet.unregister()
-	}
-}
-
-// collectorSet is collectors registered together on one Registerer and
-// unregistered together when their owner closes (a DB, a Writer, a Cache),
-// so that its name can be used again.
-type collectorSet struct {
-	reg        prometheus.Registerer
-	collectors []prometheus.Collector
-}
-
-// register registers every collector, or none: on the first error it
-// unregisters those already registered and returns the error.
-func (s *collectorSet) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return err
-		}
-	}
-	s.reg, s.collectors = reg, cs
-	return nil
-}
-
-func (s *collectorSet) unregister() {
-	for _, c := range s.collectors {
-		s.reg.Unregister(c)
-	}
-}
-
-// poolCollector reads pgxpool's statistics at scrape time, like
-// client_golang's collectors.NewDBStatsCollector does for database/sql, and
-// asks its source whether the database is up (DB.Health for the primary).
-type poolCollector struct {
-	src atomic.Pointer[poolSource] // set by Open once the pools exist
-}
-
-// poolSource is what a poolCollector reads: the pools of its role, summed,
-// and whether the role's servers are up.
-type poolSource struct {
-	pools func() []*pgxpool.Pool
-	up    func() bool
+	return &set, nil
 }
 
 var (
+	descQueryDuration = prometheus.NewDesc("pgkit_query_duration_seconds",
+		"Time from sending a statement (query, batch, copy or prepare) to its end, by query name, op and outcome (ok, error, canceled).",
+		[]string{"name", "op", "outcome"}, nil)
+	descQueryErrors = prometheus.NewDesc("pgkit_query_errors_total",
+		"Statements that failed, by query name and SQLSTATE class (the code's first two characters; 'client' for errors without one).",
+		[]string{"name", "sqlstate_class"}, nil)
+	descSlowQueries = prometheus.NewDesc("pgkit_slow_queries_total",
+		"Statements slower than Config.SlowQueryThreshold, by query name and op.", []string{"name", "op"}, nil)
+	descRows = prometheus.NewDesc("pgkit_query_rows_total",
+		"Rows affected or returned as reported by the command tag, by query name and op.", []string{"name", "op"}, nil)
+	descReplans = prometheus.NewDesc("pgkit_query_replans_total",
+		"Statements outside a transaction run a second time, on the same connection, because the server refused the connection's cached prepared statement before running it, by SQLSTATE: 0A000 (cached plan must not change result type: its result columns changed, as after ALTER TABLE) or 26000 (prepared statement does not exist).",
+		[]string{"sqlstate"}, nil)
+
+	descAcquireDuration = prometheus.NewDesc("pgkit_pool_acquire_duration_seconds",
+		"Time callers waited for a pool connection, successful or not.", nil, nil)
+	descAcquireTimeouts = prometheus.NewDesc("pgkit_pool_acquire_timeouts_total",
+		"Waits for a connection that ended at Config.AcquireTimeout.", nil, nil)
+	descHoldDuration = prometheus.NewDesc("pgkit_pool_connection_hold_seconds",
+		"Time a connection stayed checked out, acquire to release.", nil, nil)
+	descConnectDuration = prometheus.NewDesc("pgkit_pool_connect_duration_seconds",
+		"Time to open a new server connection, by outcome (ok, error).", []string{"outcome"}, nil)
+	descLeaks = prometheus.NewDesc("pgkit_pool_leaks_total",
+		"Connections held longer than Config.LeakThreshold.", nil, nil)
+	descWaiting = prometheus.NewDesc("pgkit_pool_waiting",
+		"Callers waiting for a pool connection right now.", nil, nil)
+	descLeaked = prometheus.NewDesc("pgkit_pool_leaked_connections",
+		"Connections checked out for longer than Config.LeakThreshold right now.", nil, nil)
+
+	descTxTotal = prometheus.NewDesc("pgkit_tx_total",
+		"InTx calls on a DB by outcome: commit, rollback (fn returned an error or panicked) or error (BEGIN or COMMIT failed).",
+		[]string{"outcome"}, nil)
+	descTxRetries = prometheus.NewDesc("pgkit_tx_retries_total",
+		"Transactions WithRetry ran again, by reason: serialization (40001), deadlock (40P01), connection (lost before COMMIT), plan (a cached prepared statement refused: 0A000 cached plan must not change result type, or 26000).",
+		[]string{"reason"}, nil)
+	descTxDuration = prometheus.NewDesc("pgkit_tx_duration_seconds",
+		"Time of InTx on a DB, from the first BEGIN to the end of the last attempt.", nil, nil)
+	descTxAttempts = prometheus.NewDesc("pgkit_tx_attempts",
+		"Attempts an InTx call made (1 unless WithRetry retried).", nil, nil)
+
 	descMaxConns     = poolDesc("max_connections", "MaxConns: the most connections the pool opens.")
 	descTotalConns   = poolDesc("total_connections", "Open connections: idle, acquired and being opened.")
 	descIdleConns    = poolDesc("idle_connections", "Connections ready in the pool.")
@@ -222,6 +96,12 @@ var (
 		"Connections closed by the pool, by reason (lifetime: MaxConnLifetime; idle: MaxConnIdleTime).", []string{"reason"}, nil)
 	descUp = prometheus.NewDesc("pgkit_database_up",
 		"Primary: 1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded, 0 when down; the check takes a connection like any caller. Replica: 1 when at least one replica passed its latest check.", nil, nil)
+
+	promDescs = []*prometheus.Desc{descQueryDuration, descQueryErrors, descSlowQueries, descRows, descReplans,
+		descAcquireDuration, descAcquireTimeouts, descHoldDuration, descConnectDuration, descLeaks, descWaiting, descLeaked,
+		descTxTotal, descTxRetries, descTxDuration, descTxAttempts,
+		descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing, descUtilization, descAcquires,
+		descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed, descUp}
 )
 
 func poolDesc(name, help string) *prometheus.Desc {
@@ -229,182 +109,127 @@ func poolDesc(name, help string) *prometheus.Desc {
 }
 
 // Describe implements prometheus.Collector.
-func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing,
-		descUtilization, descAcquires, descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed, descUp} {
+func (c *promCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range promDescs {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
-func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	src := c.src.Load()
-	if src == nil { // registered during Open, before the pools exist
-		return
-	}
-	var s poolStat
-	for _, p := range src.pools() {
-		s.add(p.Stat())
-	}
-	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
+	o := c.obs
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	gauge(descMaxConns, float64(s.max))
-	gauge(descTotalConns, float64(s.total))
-	gauge(descIdleConns, float64(s.idle))
-	gauge(descAcquired, float64(s.acquired))
-	gauge(descConstructing, float64(s.constructing))
-	gauge(descUtilization, float64(s.acquired)/float64(max(s.max, 1)))
-	counter(descAcquires, float64(s.acquires))
-	counter(descEmpty, float64(s.empty))
-	counter(descCanceled, float64(s.canceled))
-	counter(descAcquireWait, s.acquireWait.Seconds())
-	counter(descEmptyWait, s.emptyWait.Seconds())
-	counter(descNewConns, float64(s.newConns))
-	counter(descClosed, float64(s.closedLifetime), "lifetime")
-	counter(descClosed, float64(s.closedIdle), "idle")
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	hist := func(d *prometheus.Desc, h *histogram, labels ...string) {
+		ch <- constHistogram(d, h.snapshot(), labels...)
+	}
+
+	// A name has series only for the ops and outcomes it had.
+	for _, ns := range o.names.all() {
+		for p := range numOps {
+			for out := range numOutcomes {
+				if s := ns.duration[p][out].snapshot(); s.Count > 0 {
+					ch <- constHistogram(descQueryDuration, s, ns.name, opNames[p], outcomeNames[out])
+				}
+			}
+			if n := ns.rows[p].Load(); n > 0 {
+				counter(descRows, float64(n), ns.name, opNames[p])
+			}
+			if n := ns.slow[p].Load(); n > 0 {
+				counter(descSlowQueries, float64(n), ns.name, opNames[p])
+			}
+		}
+		for class, n := range ns.errorsByClass() {
+			counter(descQueryErrors, float64(n), ns.name, class)
+		}
+	}
+	counter(descReplans, float64(o.replans[replanResultType].Load()), sqlstateResultTypeChanged)
+	counter(descReplans, float64(o.replans[replanNoStatement].Load()), sqlstateNoStatement)
+
+	hist(descAcquireDuration, &o.acquire)
+	counter(descAcquireTimeouts, float64(o.acquireTimeouts.Load()))
+	hist(descHoldDuration, &o.hold)
+	hist(descConnectDuration, &o.connect[0], "ok")
+	hist(descConnectDuration, &o.connect[1], "error")
+	counter(descLeaks, float64(o.leaks.Load()))
+	gauge(descWaiting, float64(o.waiting.Load()))
+	gauge(descLeaked, float64(o.leaked.Load()))
+
+	for out := range numTxOutcomes {
+		counter(descTxTotal, float64(o.tx[out].Load()), txOutcomeNames[out])
+	}
+	for i, r := range retryReasons {
+		counter(descTxRetries, float64(o.txRetries[i].Load()), r)
+	}
+	hist(descTxDuration, &o.txDuration)
+	hist(descTxAttempts, &o.txAttempts)
+
+	s := statOf(c.pools()...)
+	gauge(descMaxConns, float64(s.Max))
+	gauge(descTotalConns, float64(s.Size))
+	gauge(descIdleConns, float64(s.Idle))
+	gauge(descAcquired, float64(s.Acquired))
+	gauge(descConstructing, float64(s.Constructing))
+	gauge(descUtilization, s.Utilization)
+	counter(descAcquires, float64(s.AcquireCount))
+	counter(descEmpty, float64(s.EmptyAcquireCount))
+	counter(descCanceled, float64(s.CanceledAcquireCount))
+	counter(descAcquireWait, s.AcquireWait.Seconds())
+	counter(descEmptyWait, s.EmptyAcquireWait.Seconds())
+	counter(descNewConns, float64(s.NewConns))
+	counter(descClosed, float64(s.ClosedForLifetime), "lifetime")
+	counter(descClosed, float64(s.ClosedForIdle), "idle")
 	up := 0.0
-	if src.up() {
+	if c.up() {
 		up = 1
 	}
 	gauge(descUp, up)
 }
 
-// poolStat is pgxpool.Stat summed over the pools of a role.
-type poolStat struct {
-	max, total, idle, acquired, constructing                        int32
-	acquires, empty, canceled, newConns, closedLifetime, closedIdle int64
-	acquireWait, emptyWait                                          time.Duration
-}
-
-func (s *poolStat) add(p *pgxpool.Stat) {
-	s.max += p.MaxConns()
-	s.total += p.TotalConns()
-	s.idle += p.IdleConns()
-	s.acquired += p.AcquiredConns()
-	s.constructing += p.ConstructingConns()
-	s.acquires += p.AcquireCount()
-	s.empty += p.EmptyAcquireCount()
-	s.canceled += p.CanceledAcquireCount()
-	s.newConns += p.NewConnsCount()
-	s.closedLifetime += p.MaxLifetimeDestroyCount()
-	s.closedIdle += p.MaxIdleDestroyCount()
-	s.acquireWait += p.AcquireDuration()
-	s.emptyWait += p.EmptyAcquireWaitTime()
-}
-
-// op is what pgx traced: the "op" label.
-type op uint8
-
-const (
-	opQuery op = iota
-	opBatch
-	opCopy
-	opPrepare
-	numOps
-)
-
-var opNames = [numOps]string{"query", "batch", "copy", "prepare"}
-
-// outcome is how a statement ended: the "outcome" label.
-type outcome uint8
-
-const (
-	outcomeOK outcome = iota
-	outcomeError
-	outcomeCanceled
-	numOutcomes
-)
-
-var outcomeNames = [numOutcomes]string{"ok", "error", "canceled"}
-
-// nameMetrics holds one query name's metric children, bound on first use
-// (so a name has series only for the ops and outcomes it had) and then read
-// without locking or allocating.
-type nameMetrics struct {
-	name     string
-	m        *metrics
-	duration [numOps][numOutcomes]atomic.Pointer[observerRef]
-	rows     [numOps]atomic.Pointer[counterRef]
-}
-
-type observerRef struct{ prometheus.Observer }
-type counterRef struct{ prometheus.Counter }
-
-func newNameMetrics(m *metrics, name string) *nameMetrics {
-	return &nameMetrics{name: name, m: m}
-}
-
-func (nm *nameMetrics) observe(o op, out outcome, d time.Duration, rows int64) {
-	if nm.m == nil {
-		return
+func constHistogram(d *prometheus.Desc, s histSnapshot, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(s.Bounds))
+	for i, b := range s.Bounds {
+		buckets[b] = s.Cumulative[i]
 	}
-	ref := nm.duration[o][out].Load()
-	if ref == nil {
-		ref = &observerRef{nm.m.queryDuration.WithLabelValues(nm.name, opNames[o], outcomeNames[out])}
-		nm.duration[o][out].Store(ref)
-	}
-	ref.Observe(d.Seconds())
-	if rows > 0 {
-		c := nm.rows[o].Load()
-		if c == nil {
-			c = &counterRef{nm.m.rows.WithLabelValues(nm.name, opNames[o])}
-			nm.rows[o].Store(c)
+	return prometheus.MustNewConstHistogram(d, s.Count, s.Sum, buckets, labels...)
+}
+
+// collectorSet is collectors registered together on one Registerer and
+// unregistered together when their owner closes (a DB, a Writer), so that
+// its name can be used again.
+type collectorSet struct {
+	mu         sync.Mutex // Shutdown and Close may both unregister
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+// register registers every collector, or none: on the first error it
+// unregisters those already registered and returns the error.
+func (s *collectorSet) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
 		}
-		c.Add(float64(rows))
 	}
+	s.mu.Lock()
+	s.reg, s.collectors = reg, cs
+	s.mu.Unlock()
+	return nil
 }
 
-// slow and failed are rare paths: binding the child on each call is fine.
-func (nm *nameMetrics) slow(o op) {
-	if nm.m != nil {
-		nm.m.slowQueries.WithLabelValues(nm.name, opNames[o]).Inc()
-	}
-}
-
-func (nm *nameMetrics) failed(class string) {
-	if nm.m != nil {
-		nm.m.queryErrors.WithLabelValues(nm.name, class).Inc()
-	}
-}
-
-// txOutcome is how an InTx call on a DB ended: the "outcome" label.
-type txOutcome uint8
-
-const (
-	txCommit txOutcome = iota
-	txRollback
-	txError
-	numTxOutcomes
-)
-
-var txOutcomeNames = [numTxOutcomes]string{"commit", "rollback", "error"}
-
-func (m *metrics) txDone(o txOutcome, attempts int, d time.Duration) {
-	if m == nil {
+func (s *collectorSet) unregister() {
+	if s == nil {
 		return
 	}
-	m.txTotal[o].Inc()
-	m.txAttempts.Observe(float64(attempts))
-	m.txDuration.Observe(d.Seconds())
-}
-
-// replan counts a statement run again after the server refused its cached
-// prepared statement with code (replanCode).
-func (m *metrics) replan(code string) {
-	if m == nil {
-		return
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.collectors {
+		s.reg.Unregister(c)
 	}
-	if code == sqlstateResultTypeChanged {
-		m.replans[0].Inc()
-	} else {
-		m.replans[1].Inc()
-	}
-}
-
-func (m *metrics) txRetry(reason string) {
-	if m != nil {
-		m.txRetries[reason].Inc()
-	}
+	s.collectors = nil
 }

@@ -16,10 +16,13 @@ import (
 // DB is a pgxpool.Pool with pgkit's tuning and instrumentation. It offers the
 // pool's method set, and Pool for the pool itself. Safe for concurrent use.
 type DB struct {
-	pool   *pgxpool.Pool
-	cfg    Config // effective: defaults applied, URL without password
-	tracer *tracer
-	logger *slog.Logger
+	pool    *pgxpool.Pool
+	cfg     Config // effective: defaults applied, URL without password
+	tracer  *tracer
+	obs     *observer // the tracer's: every count of the primary's pool
+	slow    *slowRing // the recent slow statements, primary's and replicas'
+	logger  *slog.Logger
+	metrics *collectorSet // the primary's Prometheus metrics; empty without a Registerer
 
 	catalog sync.Map // table name -> *tableInfo, for the bulk helpers
 
@@ -78,21 +81,23 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.cfg.ReplicaURLs = append(db.cfg.ReplicaURLs, redactedURL(rc))
 	}
 	db.localSettings = cfg.localSettings()
-	if db.tracer, err = newTracer(db.cfg, rolePrimary, newSlowRing(cfg.SlowQueryBuffer)); err != nil {
-		return nil, err
-	}
+	db.slow = newSlowRing(cfg.SlowQueryBuffer)
+	db.tracer = newTracer(db.cfg, rolePrimary, db.slow)
+	db.obs = db.tracer.obs
 	db.cfg.trace(pcfg, db.tracer)
-	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, m: db.tracer.m}
+	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, obs: db.obs}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
 		return nil, openError(fmt.Errorf("pgkit: open: %w", err), password)
 	}
-	if db.tracer.m != nil {
-		db.tracer.m.pool.src.Store(&poolSource{
-			pools: func() []*pgxpool.Pool { return []*pgxpool.Pool{db.pool} },
-			up:    func() bool { return db.Health(context.Background()).Status != StatusDown },
-		})
+	db.metrics, err = registerMetrics(cfg.Registerer, db.cfg.Name, rolePrimary, db.obs,
+		func() []*pgxpool.Pool { return []*pgxpool.Pool{db.pool} },
+		func() bool { return db.Health(context.Background()).Status != StatusDown })
+	if err != nil {
+		db.pool.Close()
+		db.tracer.close()
+		return nil, err
 	}
 	if len(replicas) > 0 {
 		if db.replicas, err = newReplicaSet(db, replicas); err != nil {
@@ -175,6 +180,7 @@ func (db *DB) Close() {
 	}
 	db.pool.Close()
 	db.tracer.close()
+	db.metrics.unregister()
 }
 
 // acquireErr is err from acquiring a connection, ErrClosed when the pool

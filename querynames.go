@@ -19,18 +19,11 @@ func WithQueryName(ctx context.Context, name string) context.Context {
 	return context.WithValue(ctx, queryNameKey{}, name)
 }
 
-// queryName names a statement: the name from ctx, else a leading sqlc-style
-// "-- name: X" comment, else its verb ("select", "insert", ...), else "other".
-// It never allocates: every result is a constant, a context value or a
+// sqlName names a statement by its SQL text: a leading sqlc-style
+// "-- name: X" comment, else its verb ("select", "insert", ...), else
+// "other". A name from the context (WithQueryName) wins over it (see
+// tracer.named). It never allocates: every result is a constant or a
 // substring of sql.
-func queryName(ctx context.Context, sql string) string {
-	if name, ok := ctx.Value(queryNameKey{}).(string); ok && name != "" {
-		return name
-	}
-	return sqlName(sql)
-}
-
-// sqlName is queryName without a context.
 func sqlName(sql string) string {
 	s := strings.TrimLeft(sql, " \t\r\n")
 	for {
@@ -110,11 +103,10 @@ func verb(s string) string {
 // warning is logged once). Reads are lock-free: the map is copied on write,
 // and writes stop at max.
 type nameRegistry struct {
-	names  atomic.Pointer[map[string]*nameMetrics]
+	names  atomic.Pointer[map[string]*nameStats]
 	mu     sync.Mutex
 	max    int
-	m      *metrics
-	other  *nameMetrics
+	other  *nameStats
 	warned func(first string) // called once, when the cap is first hit
 	capped bool
 }
@@ -123,27 +115,37 @@ type nameRegistry struct {
 // scrape, with pgkit_database_up) stay out of the application's series.
 const healthQueryName = "pgkit_health"
 
-func newNameRegistry(m *metrics, maxNames int, warned func(string)) *nameRegistry {
-	r := &nameRegistry{max: maxNames, m: m, warned: warned}
-	r.other = newNameMetrics(m, "other")
-	builtin := map[string]*nameMetrics{"other": r.other, healthQueryName: newNameMetrics(m, healthQueryName)}
+func newNameRegistry(maxNames int, warned func(string)) *nameRegistry {
+	r := &nameRegistry{max: maxNames, warned: warned}
+	r.other = newNameStats("other")
+	builtin := map[string]*nameStats{"other": r.other, healthQueryName: newNameStats(healthQueryName)}
 	r.names.Store(&builtin)
 	return r
 }
 
-func (r *nameRegistry) get(name string) *nameMetrics {
-	if nm, ok := (*r.names.Load())[name]; ok {
-		return nm
+func (r *nameRegistry) get(name string) *nameStats {
+	if ns, ok := (*r.names.Load())[name]; ok {
+		return ns
 	}
 	return r.add(name)
 }
 
-func (r *nameRegistry) add(name string) *nameMetrics {
+// all is every name's stats, in no order.
+func (r *nameRegistry) all() []*nameStats {
+	m := *r.names.Load()
+	out := make([]*nameStats, 0, len(m))
+	for _, ns := range m {
+		out = append(out, ns)
+	}
+	return out
+}
+
+func (r *nameRegistry) add(name string) *nameStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := *r.names.Load()
-	if nm, ok := old[name]; ok {
-		return nm
+	if ns, ok := old[name]; ok {
+		return ns
 	}
 	if len(old)-2 >= r.max { // "other" and the health check's name do not count
 		if !r.capped {
@@ -154,12 +156,12 @@ func (r *nameRegistry) add(name string) *nameMetrics {
 	}
 	// Clone: name may be a substring of a large SQL text we must not retain.
 	name = strings.Clone(name)
-	next := make(map[string]*nameMetrics, len(old)+1)
+	next := make(map[string]*nameStats, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	nm := newNameMetrics(r.m, name)
-	next[name] = nm
+	ns := newNameStats(name)
+	next[name] = ns
 	r.names.Store(&next)
-	return nm
+	return ns
 }

@@ -2,6 +2,7 @@ package pgkit
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -35,9 +36,34 @@ func TestSQLName(t *testing.T) {
 
 func TestSQLNameDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
+	tr := &tracer{obs: newObserver(DefaultMaxQueryNames, func(string) {})}
+	var cs connState
 	sql := "-- name: GetUser :one\nSELECT * FROM users WHERE id = $1"
-	require.Zero(t, testing.AllocsPerRun(100, func() { _ = queryName(ctx, sql) }))
-	require.Zero(t, testing.AllocsPerRun(100, func() { _ = queryName(ctx, "SELECT 1") }))
+	require.Zero(t, testing.AllocsPerRun(100, func() { _, _ = tr.named(ctx, &cs, sql) }))
+	require.Zero(t, testing.AllocsPerRun(100, func() { _, _ = tr.named(ctx, &cs, "SELECT 1") }))
+}
+
+// A connection remembers the name of its last statement's SQL text: the
+// memory must never name another text, nor win over the context's name.
+func TestNamedRemembersOnlyTheSameText(t *testing.T) {
+	tr := &tracer{obs: newObserver(DefaultMaxQueryNames, func(string) {})}
+	var cs connState
+	ctx := context.Background()
+	a := "-- name: A\nSELECT 1"
+	b := strings.Clone("-- name: B\nSELECT 1") // same length as a, other bytes
+	for range 2 {
+		name, ns := tr.named(ctx, &cs, a)
+		require.Equal(t, "A", name)
+		require.Equal(t, "A", ns.name)
+		name, ns = tr.named(ctx, &cs, b)
+		require.Equal(t, "B", name)
+		require.Equal(t, "B", ns.name)
+	}
+	name, ns := tr.named(WithQueryName(ctx, "ctx"), &cs, b)
+	require.Equal(t, "ctx", name)
+	require.Equal(t, "ctx", ns.name)
+	name, _ = tr.named(ctx, &cs, strings.Clone(a)) // equal text, other bytes
+	require.Equal(t, "A", name)
 }
 
 func TestFoldSQL(t *testing.T) {
@@ -54,4 +80,11 @@ func TestScrubQuoted(t *testing.T) {
 		scrubQuoted(`duplicate key value violates unique constraint "users_pkey"`, "users_pkey"))
 	require.Equal(t, `value "?" for "col" and an unterminated "tail`,
 		scrubQuoted(`value "x" for "col" and an unterminated "tail`, "col"))
+}
+
+// queryName is the name the tracer gives a statement run with ctx.
+func queryName(ctx context.Context, sql string) string {
+	t := &tracer{obs: newObserver(DefaultMaxQueryNames, func(string) {})}
+	name, _ := t.named(ctx, &connState{}, sql)
+	return name
 }

@@ -43,7 +43,7 @@ type replanner struct {
 	// mode is the pool's default exec mode: statements are cached per
 	// connection only with pgx.QueryExecModeCacheStatement.
 	mode pgx.QueryExecMode
-	m    *metrics // nil: not counted
+	obs  *observer
 }
 
 // again reports whether a statement of args that failed with err runs
@@ -56,7 +56,7 @@ func (r *replanner) again(err error, exec bool, args []any) bool {
 	if code == "" || !cachedStatement(r.mode, exec, args) {
 		return false
 	}
-	r.m.replan(code)
+	r.obs.replan(code)
 	return true
 }
 

@@ -91,8 +91,9 @@ type replicaSet struct {
 	tracer    *tracer // role replica, shared by the members' pools
 	replan    replanner
 	next      atomic.Uint64
-	fallbacks atomic.Int64 // picks that found no usable replica
-	metrics   collectorSet
+	fallbacks atomic.Int64  // picks that found no usable replica
+	metrics   *collectorSet // the replica role's pool and statement metrics
+	status    collectorSet  // each replica's latest check (replicaCollector)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -109,12 +110,9 @@ type replica struct {
 
 // newReplicaSet builds a pool per replica config; nothing connects yet.
 func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
-	t, err := newTracer(db.cfg, roleReplica, db.tracer.ring)
-	if err != nil {
-		return nil, err
-	}
+	t := newTracer(db.cfg, roleReplica, db.slow)
 	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
-		replan: replanner{mode: db.replan.mode, m: t.m}}
+		replan: replanner{mode: db.replan.mode, obs: t.obs}}
 	for _, pcfg := range cfgs {
 		db.cfg.trace(pcfg, t)
 		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
@@ -127,10 +125,15 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 		r.status.Store(&ReplicaStatus{Addr: r.addr, Reason: "not checked yet"})
 		s.members = append(s.members, r)
 	}
-	if t.m != nil {
-		t.m.pool.src.Store(&poolSource{pools: s.pools, up: s.anyUsable})
-		reg := prometheus.WrapRegistererWith(prometheus.Labels{"pool": db.cfg.Name}, db.cfg.Registerer)
-		if err := s.metrics.register(reg, (*replicaCollector)(s)); err != nil {
+	var err error
+	if s.metrics, err = registerMetrics(db.cfg.Registerer, db.cfg.Name, roleReplica, t.obs, s.pools, s.anyUsable); err != nil {
+		s.closePools()
+		return nil, err
+	}
+	if reg := db.cfg.Registerer; reg != nil {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": db.cfg.Name}, reg)
+		if err := s.status.register(reg, (*replicaCollector)(s)); err != nil {
+			s.metrics.unregister()
 			s.closePools()
 			return nil, fmt.Errorf("pgkit: registering replica metrics: %w", err)
 		}
@@ -171,6 +174,7 @@ func (s *replicaSet) close() {
 	}
 	s.closePools()
 	s.metrics.unregister()
+	s.status.unregister()
 }
 
 func (s *replicaSet) closePools() {

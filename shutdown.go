@@ -37,6 +37,7 @@ func (db *DB) Shutdown(ctx context.Context) error {
 	db.sockets.expire(true)
 	db.sockets.closeAll()
 	db.tracer.close()
+	db.metrics.unregister()
 	if len(held) == 0 {
 		// Everything was released as ctx ended: Close is finishing.
 		<-closed

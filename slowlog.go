@@ -65,7 +65,7 @@ func (r *slowRing) list() []SlowQuery {
 
 // SlowQueries returns the most recent slow statements, newest first: at most
 // Config.SlowQueryBuffer of them (default 100).
-func (db *DB) SlowQueries() []SlowQuery { return db.tracer.ring.list() }
+func (db *DB) SlowQueries() []SlowQuery { return db.slow.list() }
 
 func newSlowRing(size int) *slowRing { return &slowRing{buf: make([]SlowQuery, size)} }
 

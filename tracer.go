@@ -25,8 +25,7 @@ import (
 type tracer struct {
 	cfg    Config
 	logger *slog.Logger
-	m      *metrics // nil without a Registerer
-	names  *nameRegistry
+	obs    *observer
 	role   string        // rolePrimary or roleReplica
 	ring   *slowRing     // shared by a DB's primary and replica tracers
 	leaks  *leakDetector // nil without a LeakThreshold
@@ -35,32 +34,28 @@ type tracer struct {
 
 	connsMu sync.Mutex
 	conns   map[*connState]struct{} // the pools' open connections
-
-	waiting         atomic.Int64 // callers inside Acquire right now
-	acquireTimeouts atomic.Int64
-	leaked          atomic.Int64 // connections held past LeakThreshold right now
 }
 
+// The roles of a DB's pools: its primary's, and its replicas' together.
+const (
+	rolePrimary = "primary"
+	roleReplica = "replica"
+)
+
 // newTracer builds the tracer of a DB's pools of one role from the DB's
-// effective config, with its metrics registered and, when LeakThreshold is
-// set, the leak detector running; close undoes both. Slow statements go to
-// ring.
-func newTracer(cfg Config, role string, ring *slowRing) (*tracer, error) {
+// effective config, with its observer and, when LeakThreshold is set, the
+// leak detector running; close stops it. Slow statements go to ring.
+func newTracer(cfg Config, role string, ring *slowRing) *tracer {
 	t := &tracer{cfg: cfg, logger: cfg.Logger, role: role, ring: ring, conns: make(map[*connState]struct{})}
-	m, err := newMetrics(cfg.Registerer, cfg.Name, role, t)
-	if err != nil {
-		return nil, err
-	}
-	t.m = m
-	t.names = newNameRegistry(m, cfg.MaxQueryNames, func(first string) {
+	t.obs = newObserver(cfg.MaxQueryNames, func(first string) {
 		t.cfg.alerts.LogAttrs(context.Background(), slog.LevelWarn,
 			"pgkit: more distinct query names than Config.MaxQueryNames; new ones are counted as \"other\"",
 			slog.Int("max_query_names", cfg.MaxQueryNames), slog.String("first_over", first))
 	})
 	if cfg.LeakThreshold > 0 {
-		t.leaks = newLeakDetector(t, cfg.LeakThreshold)
+		t.leaks = newLeakDetector(t.obs, t.openConns, cfg.LeakThreshold, cfg.Logger, cfg.alerts)
 	}
-	return t, nil
+	return t
 }
 
 func (t *tracer) close() {
@@ -68,7 +63,6 @@ func (t *tracer) close() {
 		if t.leaks != nil {
 			t.leaks.close()
 		}
-		t.m.unregister()
 	})
 }
 
@@ -87,12 +81,19 @@ type connState struct {
 	// socket, 0 when none is set; only that op's end clears it, so a prepare
 	// nested in a query leaves the query's deadline alone.
 	boundBy uint8
+
+	// The last statement named by its SQL text, and its name: a statement
+	// run again, the common case, is named without parsing or a lookup.
+	lastSQL   string
+	lastName  string
+	lastStats *nameStats
 }
 
 // opState is one statement in flight on a connection.
 type opState struct {
 	start time.Time
 	name  string
+	stats *nameStats // name's counters ("other" past MaxQueryNames)
 	sql   string
 	args  []any
 	rows  int64
@@ -109,10 +110,42 @@ func (t *tracer) state(conn *pgx.Conn) *connState {
 	return cs
 }
 
-func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op, name, sql string, args []any) {
+func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op, name string, ns *nameStats, sql string, args []any) {
 	now := time.Now()
-	cs.ops[o] = opState{start: now, name: name, sql: sql, args: args}
+	cs.ops[o] = opState{start: now, name: name, stats: ns, sql: sql, args: args}
 	t.bound(ctx, conn, cs, o, now)
+}
+
+// named names a statement by its context, else by its SQL text (see
+// queryName), and finds the name's counters.
+func (t *tracer) named(ctx context.Context, cs *connState, sql string) (string, *nameStats) {
+	if name, ok := ctx.Value(queryNameKey{}).(string); ok && name != "" {
+		return name, t.obs.names.get(name)
+	}
+	// Equal strings that share their bytes compare without reading them.
+	if cs.lastStats != nil && sql == cs.lastSQL {
+		return cs.lastName, cs.lastStats
+	}
+	name := sqlName(sql)
+	ns := t.obs.names.get(name)
+	if len(sql) <= maxRememberedSQL {
+		cs.lastSQL, cs.lastName, cs.lastStats = sql, name, ns
+	}
+	return name, ns
+}
+
+// maxRememberedSQL is the longest SQL text a connection remembers the name
+// of: longer ones are rare, and would be kept alive by the memory.
+const maxRememberedSQL = 4096
+
+// namedBy finds the counters of a batch or a copy: named by its context,
+// else by what pgx tells of it (fallback).
+func (t *tracer) namedBy(ctx context.Context, fallback string) (string, *nameStats) {
+	name, _ := ctx.Value(queryNameKey{}).(string)
+	if name == "" {
+		name = fallback
+	}
+	return name, t.obs.names.get(name)
 }
 
 // bound puts ClientTimeout's deadline on the connection's socket when the
@@ -149,25 +182,22 @@ func (t *tracer) unbound(conn *pgx.Conn, cs *connState, o op, err error) {
 	_ = conn.PgConn().Conn().SetDeadline(time.Time{}) // fails only on a closed conn
 }
 
-// end records a finished statement: metrics, per-request stats, and the
-// slow and failed logs.
+// end records a finished statement: its counters, per-request stats, and
+// the slow and failed logs.
 func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, rows int64, err error) {
 	t.unbound(conn, cs, o, err)
 	s := &cs.ops[o]
 	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Since(s.start), rows: rows, err: err}
+	ns := s.stats
 	*s = opState{} // retain nothing of the statement
 	f.outcome = classify(ctx, err)
 	f.slow = t.cfg.SlowQueryThreshold > 0 && f.duration >= t.cfg.SlowQueryThreshold
-
-	if t.m != nil {
-		nm := t.names.get(f.name)
-		nm.observe(o, f.outcome, f.duration, rows)
-		if f.slow {
-			nm.slow(o)
-		}
+	if ns != nil { // nil: an end without its start (a tracer added to a live connection)
+		class := ""
 		if f.outcome == outcomeError {
-			nm.failed(sqlStateClass(err))
+			class = sqlStateClass(err)
 		}
+		t.obs.statement(ns, o, f.outcome, f.duration, rows, f.slow, class)
 	}
 	if rs, ok := ctx.Value(reqStatsKey{}).(*reqStats); ok {
 		rs.add(o != opPrepare, f.duration, f.slow, f.outcome == outcomeError)
@@ -220,7 +250,9 @@ func sqlStateClass(err error) string {
 
 // TraceQueryStart implements pgx.QueryTracer.
 func (t *tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	t.begin(ctx, conn, t.state(conn), opQuery, queryName(ctx, data.SQL), data.SQL, data.Args)
+	cs := t.state(conn)
+	name, ns := t.named(ctx, cs, data.SQL)
+	t.begin(ctx, conn, cs, opQuery, name, ns, data.SQL, data.Args)
 	return ctx
 }
 
@@ -232,15 +264,12 @@ func (t *tracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.Tra
 // TraceBatchStart implements pgx.BatchTracer. A batch is named by the
 // context, else "batch"; its SQL in the log is its first statement.
 func (t *tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
-	name, _ := ctx.Value(queryNameKey{}).(string)
-	if name == "" {
-		name = "batch"
-	}
 	var sql string
 	if data.Batch != nil && len(data.Batch.QueuedQueries) > 0 {
 		sql = data.Batch.QueuedQueries[0].SQL
 	}
-	t.begin(ctx, conn, t.state(conn), opBatch, name, sql, nil)
+	name, ns := t.namedBy(ctx, "batch")
+	t.begin(ctx, conn, t.state(conn), opBatch, name, ns, sql, nil)
 	return ctx
 }
 
@@ -266,11 +295,12 @@ func (t *tracer) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, data pgx.Tra
 // TraceCopyFromStart implements pgx.CopyFromTracer. A copy is named by the
 // context, else by its table.
 func (t *tracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
-	name, _ := ctx.Value(queryNameKey{}).(string)
-	if name == "" && len(data.TableName) > 0 {
-		name = data.TableName[len(data.TableName)-1]
+	var table string
+	if len(data.TableName) > 0 {
+		table = data.TableName[len(data.TableName)-1]
 	}
-	t.begin(ctx, conn, t.state(conn), opCopy, name, copySQL(data), nil)
+	name, ns := t.namedBy(ctx, table)
+	t.begin(ctx, conn, t.state(conn), opCopy, name, ns, copySQL(data), nil)
 	return ctx
 }
 
@@ -299,7 +329,9 @@ func copySQL(data pgx.TraceCopyFromStartData) string {
 
 // TracePrepareStart implements pgx.PrepareTracer.
 func (t *tracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
-	t.begin(ctx, conn, t.state(conn), opPrepare, queryName(ctx, data.SQL), data.SQL, nil)
+	cs := t.state(conn)
+	name, ns := t.named(ctx, cs, data.SQL)
+	t.begin(ctx, conn, cs, opPrepare, name, ns, data.SQL, nil)
 	return ctx
 }
 
@@ -335,18 +367,9 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 		t.conns[cs] = struct{}{}
 		t.connsMu.Unlock()
 	}
-	if t.m == nil {
-		return
+	if start, ok := ctx.Value(connectStartKey{}).(time.Time); ok {
+		t.obs.connected(time.Since(start), data.Err != nil)
 	}
-	start, ok := ctx.Value(connectStartKey{}).(time.Time)
-	if !ok {
-		return
-	}
-	outcome := "ok"
-	if data.Err != nil {
-		outcome = "error"
-	}
-	t.m.connectDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 }
 
 // connClosed is pgxpool's BeforeClose hook: the connection leaves the pool.
@@ -373,9 +396,7 @@ func (t *tracer) openConns() []*connState {
 func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	cs := t.state(data.Conn)
 	held := time.Duration(time.Now().UnixNano() - cs.acquiredAt.Load())
-	if t.m != nil {
-		t.m.holdDuration.Observe(held.Seconds())
-	}
+	t.obs.released(held)
 	if t.leaks != nil {
 		t.leaks.released(cs, held)
 	}

@@ -275,7 +275,7 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	m := db.tracer.m
+	m := db.obs
 	attempt := 1
 	defer func() {
 		if p := recover(); p != nil {

@@ -181,9 +181,6 @@
 
     byId('pool-name').textContent = d.pool || '';
     document.title = 'pgkit · ' + (d.pool || 'dashboard');
-    byId('no-metrics').hidden = d.metrics !== false;
-    byId('card-rate').hidden = d.metrics === false;
-    byId('card-latency').hidden = d.metrics === false;
     if (num(d.refresh_seconds) !== null && d.refresh_seconds > 0) refreshMS = d.refresh_seconds * 1000;
 
     setNow('now-conns', fmtNum(sample.acquired) + ' / ' + fmtNum(sample.max),
