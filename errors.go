@@ -74,16 +74,24 @@ func (e *RetryError) Error() string {
 
 func (e *RetryError) Unwrap() error { return e.Err }
 
-// ConfigError is returned by Open when a Config field holds a value pgkit
-// refuses. Field is the name of the Config field, such as "MaxConns".
+// ConfigError is returned when a configuration field holds a value pgkit
+// refuses: by Open for Config, and by the constructors of every other
+// configuration struct (NewWriter's WriterConfig, WithRetry's RetryPolicy,
+// cache.New's cache.Config). Struct names the struct ("" means Config) and
+// Field the field, such as "MaxConns".
 type ConfigError struct {
+	Struct string // "WriterConfig", "RetryPolicy", "cache.Config"; "" for Config
 	Field  string
 	Reason string
 	Err    error // the underlying cause, if any (for example from parsing URL)
 }
 
 func (e *ConfigError) Error() string {
-	msg := "pgkit: invalid Config." + e.Field + ": " + e.Reason
+	st := e.Struct
+	if st == "" {
+		st = "Config"
+	}
+	msg := "pgkit: invalid " + st + "." + e.Field + ": " + e.Reason
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
