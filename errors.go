@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/puddle/v2"
 )
 
 // ErrAcquireTimeout is returned when no pool connection became free within
@@ -37,11 +36,6 @@ func (acquireTimeoutError) Timeout() bool { return true }
 //
 //	if errors.Is(err, pgkit.ErrClosed) { /* shutting down: stop, don't retry */ }
 var ErrClosed = errors.New("pgkit: the DB is closed")
-
-// closedPool reports whether err is pgxpool's refusal to lend a connection
-// because the pool was closed (puddle's ErrClosedPool, "closed pool"): a call
-// that passed DB's closed check while Close ran.
-func closedPool(err error) bool { return errors.Is(err, puddle.ErrClosedPool) }
 
 // ErrEmptyTenant is returned by InTx with WithTenant("") before anything is
 // sent to the server: an empty tenant id would match no row, or every row of
@@ -199,45 +193,4 @@ func openError(err error, password string) error {
 		ce.Config = cc
 	}
 	return redact(err, password)
-}
-
-// isAcquireTimeout reports whether err is pgkit's acquire timeout.
-func isAcquireTimeout(err error) bool { return errors.Is(err, ErrAcquireTimeout) }
-
-// Replanned statements: the SQLSTATEs the server answers when it refuses to
-// run a connection's cached prepared statement at all, and the label values
-// of pgkit_query_replans_total.
-const (
-	// sqlstateResultTypeChanged is 0A000 feature_not_supported raised by
-	// RevalidateCachedQuery: "cached plan must not change result type". The
-	// statement's result columns changed since it was prepared (a SELECT *
-	// after ALTER TABLE … ADD COLUMN, a column's new type).
-	sqlstateResultTypeChanged = "0A000"
-	// sqlstateNoStatement is 26000 invalid_sql_statement_name: "prepared
-	// statement … does not exist" (a DEALLOCATE ALL or DISCARD ALL on the
-	// connection, or a pooler that switched server connections).
-	sqlstateNoStatement = "26000"
-)
-
-// replanCode returns the SQLSTATE of err when the server refused to run a
-// cached prepared statement before running any of it, so that the statement
-// did nothing and can run again: 26000, or 0A000 from plan revalidation
-// (other 0A000 errors say the statement itself is unsupported, and running
-// it again would fail the same way). It returns "" for any other error. The
-// 0A000 is recognised by the server's routine, which does not depend on
-// lc_messages, or by its English message when a server does not send the
-// routine.
-func replanCode(err error) string {
-	var pgErr *pgconn.PgError
-	if err == nil || !errors.As(err, &pgErr) {
-		return ""
-	}
-	switch {
-	case pgErr.Code == sqlstateNoStatement:
-		return sqlstateNoStatement
-	case pgErr.Code == sqlstateResultTypeChanged &&
-		(pgErr.Routine == "RevalidateCachedQuery" || strings.Contains(pgErr.Message, "cached plan must not change result type")):
-		return sqlstateResultTypeChanged
-	}
-	return ""
 }

@@ -116,50 +116,22 @@ func (db *DB) Health(ctx context.Context) HealthReport {
 // closedReason is Health's reason on a closed DB.
 const closedReason = "closed: DB.Close was called"
 
-// busyPool reports whether an Acquire on pool failed with err because every
-// connection was checked out until it timed out: the pool is busy, which
-// says nothing yet about the server.
-func busyPool(pool *pgxpool.Pool, err error) bool {
-	st := pool.Stat()
-	return (isAcquireTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && st.AcquiredConns() >= st.MaxConns()
-}
-
 func (db *DB) health(ctx context.Context) HealthReport {
-	// Half the time for a pooled connection, so that when none comes the
-	// other half can tell a busy pool from a server that does not answer.
-	acquireCtx, cancel := context.WithTimeout(ctx, db.cfg.HealthTimeout/2)
-	conn, err := db.pool.Acquire(acquireCtx)
-	cancel()
-	if err != nil {
-		if busyPool(db.pool, err) {
-			// Every connection is checked out: busy callers, or callers
-			// stuck on a server that stopped answering. A connection of
-			// the check's own tells which.
-			probe, perr := db.connectDirect(ctx)
-			var pgErr *pgconn.PgError
-			if perr == nil || errors.As(perr, &pgErr) { // the server answered (perhaps "too many clients")
-				if probe != nil {
-					_ = probe.Close(context.WithoutCancel(ctx))
-				}
-				return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
-					"pool exhausted: all %d connections in use, none free within %s", db.pool.Stat().MaxConns(), db.cfg.HealthTimeout/2)}
-			}
-			reason, detail := db.reason(perr, db.pool)
-			return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + reason, Detail: detail}
-		}
-		reason, detail := db.reason(err, db.pool)
-		return HealthReport{Status: StatusDown, Reason: reason, Detail: detail}
-	}
-	defer conn.Release()
-
 	var r HealthReport
-	start := time.Now()
-	err = conn.QueryRow(WithQueryName(ctx, healthQueryName), `SELECT current_setting('server_version'), pg_is_in_recovery()`).Scan(&r.ServerVersion, &r.InRecovery)
-	if err != nil {
+	busy, latency, err := probe(ctx, db.pool, db.cfg.HealthTimeout,
+		`SELECT current_setting('server_version'), pg_is_in_recovery()`, &r.ServerVersion, &r.InRecovery)
+	switch {
+	case busy && (err == nil || sqlstate(err) != ""): // the server answered (perhaps "too many clients")
+		return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
+			"pool exhausted: all %d connections in use, none free within %s", db.pool.Stat().MaxConns(), db.cfg.HealthTimeout/2)}
+	case busy:
+		reason, detail := db.reason(err, db.pool)
+		return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + reason, Detail: detail}
+	case err != nil:
 		reason, detail := db.reason(err, db.pool)
 		return HealthReport{Status: StatusDown, Reason: reason, Detail: detail}
 	}
-	r.Latency = time.Since(start)
+	r.Latency = latency
 	r.Status = StatusUp
 	return r
 }
@@ -187,7 +159,7 @@ func (db *DB) reason(err error, pool *pgxpool.Pool) (public, detail string) {
 	var errno syscall.Errno
 	switch {
 	case errors.As(err, &pgErr):
-		return serverErrorClass(pgErr.Code) + " (SQLSTATE " + pgErr.Code + ")", detail
+		return refusal(pgErr.Code) + " (SQLSTATE " + pgErr.Code + ")", detail
 	case errors.As(err, &errno):
 		return "cannot reach the server: " + errno.Error(), detail
 	case errors.Is(err, context.DeadlineExceeded):
@@ -196,28 +168,5 @@ func (db *DB) reason(err error, pool *pgxpool.Pool) (public, detail string) {
 		return "check canceled", detail
 	default:
 		return "cannot reach the server", detail
-	}
-}
-
-// serverErrorClass names, in general terms, what a server's refusal of a
-// health check means.
-func serverErrorClass(code string) string {
-	switch {
-	case code == "28000" || code == "28P01" || code == "42501":
-		return "authentication or authorization refused"
-	case code == "3D000":
-		return "database does not exist"
-	case code == "53300":
-		return "too many connections"
-	case code == "57P01" || code == "57P02" || code == "57P03":
-		return "server shutting down or starting up"
-	case code == "57014":
-		return "check canceled by the server"
-	case strings.HasPrefix(code, "08"):
-		return "connection failure"
-	case strings.HasPrefix(code, "53"):
-		return "server out of resources"
-	default:
-		return "server error"
 	}
 }

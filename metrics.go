@@ -188,6 +188,117 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descUp, up)
 }
 
+var (
+	descWriterItems = prometheus.NewDesc("pgkit_writer_items_total",
+		"Items the writer finished, by outcome: written, failed (handed to OnError) or ambiguous (handed to OnAmbiguous).",
+		[]string{"outcome"}, nil)
+	descWriterFlush = prometheus.NewDesc("pgkit_writer_flush_duration_seconds",
+		"Time to write one batch, retries and splits included.", nil, nil)
+	descWriterBatch = prometheus.NewDesc("pgkit_writer_batch_size",
+		"Items per batch taken off the queue.", nil, nil)
+	descWriterRetries = prometheus.NewDesc("pgkit_writer_retries_total",
+		"Batch writes retried after a transient failure.", nil, nil)
+	descWriterDepth = prometheus.NewDesc("pgkit_writer_queue_depth",
+		"Items queued and not yet taken into a batch.", nil, nil)
+	descWriterCapacity = prometheus.NewDesc("pgkit_writer_queue_capacity",
+		"WriterConfig.QueueSize: the most items accepted and not yet written (queued or in the batch being written).", nil, nil)
+)
+
+// writerCollector is the Prometheus adapter over one Writer: its Stats and
+// what it reported to its writerObs, read at scrape time, with const labels
+// pool and writer.
+type writerCollector struct {
+	stats func() WriterStats
+	obs   *writerObs
+}
+
+// registerWriterMetrics registers a Writer's metrics on reg (nothing when
+// reg is nil); the returned set unregisters them at the Writer's Close.
+func registerWriterMetrics(reg prometheus.Registerer, pool, name string, stats func() WriterStats, obs *writerObs) (*collectorSet, error) {
+	var set collectorSet
+	if reg == nil {
+		return &set, nil
+	}
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "writer": name}, reg)
+	if err := set.register(reg, &writerCollector{stats, obs}); err != nil {
+		return nil, fmt.Errorf("pgkit: registering the metrics of writer %q (give each writer its own Name): %w", name, err)
+	}
+	return &set, nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *writerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descWriterItems, descWriterFlush, descWriterBatch, descWriterRetries, descWriterDepth, descWriterCapacity} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	counter(descWriterItems, float64(s.Written), "written")
+	counter(descWriterItems, float64(s.Failed), "failed")
+	counter(descWriterItems, float64(s.Ambiguous), "ambiguous")
+	counter(descWriterRetries, float64(c.obs.retries.Load()))
+	ch <- constHistogram(descWriterFlush, c.obs.flush.snapshot())
+	ch <- constHistogram(descWriterBatch, c.obs.batch.snapshot())
+	ch <- prometheus.MustNewConstMetric(descWriterDepth, prometheus.GaugeValue, float64(s.Queued))
+	ch <- prometheus.MustNewConstMetric(descWriterCapacity, prometheus.GaugeValue, float64(s.Capacity))
+}
+
+var (
+	descReplicaUp = prometheus.NewDesc("pgkit_replica_up",
+		"1 when the replica passed its latest check and its lag is within Config.MaxReplicaLag, so reads go to it.", []string{"replica"}, nil)
+	descReplicaLag = prometheus.NewDesc("pgkit_replica_lag_seconds",
+		"Replay lag of the replica at its latest check: 0 when it replayed all it received, else the age of the last transaction it replayed.", []string{"replica"}, nil)
+	descReplicaFallbacks = prometheus.NewDesc("pgkit_replica_fallbacks_total",
+		"Reads (DB.Reader, OnReplica) that went to the primary because no replica was usable.", nil, nil)
+)
+
+// replicaCollector is the Prometheus adapter over the replica checks: each
+// replica's latest status, and the reads that fell back to the primary.
+type replicaCollector struct {
+	statuses  func() []ReplicaStatus
+	fallbacks func() int64
+}
+
+// registerReplicaMetrics registers the replica checks' metrics on reg with
+// the const label pool (nothing when reg is nil).
+func registerReplicaMetrics(reg prometheus.Registerer, pool string, statuses func() []ReplicaStatus, fallbacks func() int64) (*collectorSet, error) {
+	var set collectorSet
+	if reg == nil {
+		return &set, nil
+	}
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool}, reg)
+	if err := set.register(reg, &replicaCollector{statuses, fallbacks}); err != nil {
+		return nil, fmt.Errorf("pgkit: registering replica metrics: %w", err)
+	}
+	return &set, nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReplicaUp
+	ch <- descReplicaLag
+	ch <- descReplicaFallbacks
+}
+
+// Collect implements prometheus.Collector.
+func (c *replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.statuses() {
+		up := 0.0
+		if st.Usable {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descReplicaUp, prometheus.GaugeValue, up, st.Addr)
+		ch <- prometheus.MustNewConstMetric(descReplicaLag, prometheus.GaugeValue, st.Lag.Seconds(), st.Addr)
+	}
+	ch <- prometheus.MustNewConstMetric(descReplicaFallbacks, prometheus.CounterValue, float64(c.fallbacks()))
+}
+
 func constHistogram(d *prometheus.Desc, s histSnapshot, labels ...string) prometheus.Metric {
 	buckets := make(map[float64]uint64, len(s.Bounds))
 	for i, b := range s.Bounds {

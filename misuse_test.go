@@ -148,3 +148,41 @@ func TestWarningsWithoutLogger(t *testing.T) {
 	require.Contains(t, later.String(), `level=ERROR msg="pgkit: writer could not write items"`)
 	require.NotContains(t, later.String(), "query failed", "routine logs stay off without a Logger")
 }
+
+// TestConfigStructsRefuseFieldsAlike: every configuration struct refuses a
+// bad field the same way, with a *ConfigError naming the struct and the
+// field, before anything runs.
+func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 2})
+	_, err := db.Exec(ctx, `CREATE TABLE events (n int, body text)`)
+	require.NoError(t, err)
+	calls := 0
+	fn := func(pgkit.Tx) error { calls++; return nil }
+	for _, c := range []struct {
+		err          error
+		struc, field string
+		message      string
+	}{
+		{func() error { _, err := pgkit.Open(ctx, pgkit.Config{}); return err }(), "", "URL", "pgkit: invalid Config.URL: required"},
+		{func() error { _, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{}); return err }(), "WriterConfig", "Table", "pgkit: invalid WriterConfig.Table: required"},
+		{func() error {
+			_, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", BatchSize: -1})
+			return err
+		}(), "WriterConfig", "BatchSize", "pgkit: invalid WriterConfig.BatchSize: must not be negative (got -1)"},
+		{func() error {
+			_, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", Overflow: 7})
+			return err
+		}(), "WriterConfig", "Overflow", "pgkit: invalid WriterConfig.Overflow: unknown value 7: use OverflowBlock or OverflowFail"},
+		{pgkit.InTx(ctx, db, fn, pgkit.WithRetry(pgkit.RetryPolicy{MaxDelay: -time.Second})),
+			"RetryPolicy", "MaxDelay", "pgkit: invalid RetryPolicy.MaxDelay: must not be negative (got -1000000000)"},
+	} {
+		var ce *pgkit.ConfigError
+		require.ErrorAs(t, c.err, &ce, c.message)
+		require.Equal(t, c.struc, ce.Struct)
+		require.Equal(t, c.field, ce.Field)
+		require.EqualError(t, c.err, c.message)
+	}
+	require.Zero(t, calls, "InTx ran nothing with a refused RetryPolicy")
+}

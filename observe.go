@@ -307,3 +307,19 @@ func (o *observer) queries() queriesSnapshot {
 	}
 	return q
 }
+
+// writerObs is what a Writer reports beyond the counts its Stats gives:
+// the size of each batch, the time to write it, and the retries.
+type writerObs struct {
+	batch   histogram // items per batch taken off the queue
+	flush   histogram // nanoseconds to write a batch, retries and splits included
+	retries atomic.Uint64
+}
+
+func (o *writerObs) init() {
+	o.batch.init(batchBuckets, 1)
+	o.flush.init(latencyBuckets, time.Second)
+}
+
+// batchBuckets bound a Writer's batch sizes: 1, 4, 16, … 16384.
+var batchBuckets = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384}

@@ -72,10 +72,10 @@ func (cfg *Config) localSettings() string {
 	return b.String()
 }
 
-// txOptions returns opts with the SET LOCALs of Config.PgBouncer appended to
+// withLocalSettings returns opts with the SET LOCALs of Config.PgBouncer appended to
 // its BEGIN. pgx sends a BEGIN without arguments as one simple-protocol
 // message, so BEGIN and the settings still take one round trip.
-func (db *DB) txOptions(opts pgx.TxOptions) pgx.TxOptions {
+func (db *DB) withLocalSettings(opts pgx.TxOptions) pgx.TxOptions {
 	if db.localSettings == "" || opts.BeginQuery != "" {
 		return opts
 	}

@@ -127,7 +127,7 @@ func (db *DB) checkServer(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, db.cfg.ConnectTimeout)
 		defer cancel()
 	}
-	conn, err := db.connectDirect(ctx)
+	conn, err := connectDirect(ctx, db.pool)
 	if err != nil {
 		return err
 	}
@@ -147,14 +147,6 @@ func (db *DB) checkServer(ctx context.Context) error {
 			slog.Int("superuser_reserved_connections", int(reserved)))
 	}
 	return nil
-}
-
-// connectDirect opens a connection outside the pool, untraced, with the
-// pool's settings.
-func (db *DB) connectDirect(ctx context.Context) (*pgx.Conn, error) {
-	cc := db.pool.Config().ConnConfig
-	cc.Tracer = nil
-	return pgx.ConnectConfig(ctx, cc)
 }
 
 // Config returns the effective configuration: defaults applied, and the URL
@@ -281,7 +273,7 @@ func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	tx, err := db.pool.BeginTx(ctx, db.txOptions(opts))
+	tx, err := db.pool.BeginTx(ctx, db.withLocalSettings(opts))
 	if err != nil {
 		err = db.acquireErr(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ReplicaStatus is the latest check of one of Config.ReplicaURLs.
@@ -76,8 +75,13 @@ func (db *DB) Replicas() []ReplicaStatus {
 	if db.replicas == nil {
 		return nil
 	}
-	out := make([]ReplicaStatus, len(db.replicas.members))
-	for i, r := range db.replicas.members {
+	return db.replicas.statuses()
+}
+
+// statuses is each replica's latest check, in Config.ReplicaURLs order.
+func (s *replicaSet) statuses() []ReplicaStatus {
+	out := make([]ReplicaStatus, len(s.members))
+	for i, r := range s.members {
 		out[i] = *r.status.Load()
 	}
 	return out
@@ -93,7 +97,7 @@ type replicaSet struct {
 	next      atomic.Uint64
 	fallbacks atomic.Int64  // picks that found no usable replica
 	metrics   *collectorSet // the replica role's pool and statement metrics
-	status    collectorSet  // each replica's latest check (replicaCollector)
+	status    *collectorSet // each replica's latest check and the fallbacks (replicaCollector)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -130,13 +134,10 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 		s.closePools()
 		return nil, err
 	}
-	if reg := db.cfg.Registerer; reg != nil {
-		reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": db.cfg.Name}, reg)
-		if err := s.status.register(reg, (*replicaCollector)(s)); err != nil {
-			s.metrics.unregister()
-			s.closePools()
-			return nil, fmt.Errorf("pgkit: registering replica metrics: %w", err)
-		}
+	if s.status, err = registerReplicaMetrics(db.cfg.Registerer, db.cfg.Name, s.statuses, s.fallbacks.Load); err != nil {
+		s.metrics.unregister()
+		s.closePools()
+		return nil, err
 	}
 	return s, nil
 }
@@ -247,24 +248,7 @@ func (r *replica) check(ctx context.Context) {
 	defer cancel()
 	st := ReplicaStatus{Addr: r.addr}
 	var lag float64
-	scan := func(row pgx.Row) error { return row.Scan(&st.InRecovery, &lag) }
-	ctx = WithQueryName(ctx, healthQueryName)
-	acquireCtx, cancelAcquire := context.WithTimeout(ctx, r.set.primary.cfg.HealthTimeout/2)
-	conn, err := r.pool.Acquire(acquireCtx)
-	cancelAcquire()
-	switch {
-	case err == nil:
-		err = scan(conn.QueryRow(ctx, replicaCheckSQL))
-		conn.Release()
-	case busyPool(r.pool, err):
-		cc := r.pool.Config().ConnConfig
-		cc.Tracer = nil
-		var probe *pgx.Conn
-		if probe, err = pgx.ConnectConfig(ctx, cc); err == nil {
-			err = scan(probe.QueryRow(ctx, replicaCheckSQL))
-			_ = probe.Close(context.WithoutCancel(ctx))
-		}
-	}
+	_, _, err := probe(ctx, r.pool, r.set.primary.cfg.HealthTimeout, replicaCheckSQL, &st.InRecovery, &lag)
 	st.Lag = time.Duration(lag * float64(time.Second))
 	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {
@@ -286,7 +270,7 @@ func (r *replica) failed(err error) {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return
-	case errors.As(err, &pgErr) && !connectionLost(pgErr.Code):
+	case errors.As(err, &pgErr) && !sessionLost(pgErr.Code):
 		return
 	}
 	st := *r.status.Load()
@@ -313,13 +297,6 @@ func (r *replica) record(st ReplicaStatus) {
 		r.set.primary.logger.LogAttrs(context.Background(), slog.LevelWarn, "pgkit: replica not usable",
 			slog.String("replica", r.addr), slog.String("reason", st.Reason), slog.String("detail", st.Detail))
 	}
-}
-
-// connectionLost reports whether a SQLSTATE says the session is gone:
-// connection exceptions, and the server ending it (terminated, shutting
-// down, starting up).
-func connectionLost(code string) bool {
-	return len(code) == 5 && code[:2] == "08" || code == "57P01" || code == "57P02" || code == "57P03"
 }
 
 // Exec runs sql on the next usable replica; see DB.Reader.
@@ -387,38 +364,4 @@ func (s *replicaSet) CopyFrom(ctx context.Context, tableName pgx.Identifier, col
 	}
 	pool, _ := s.pick()
 	return pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
-}
-
-// replicaCollector exports each replica's latest check and the fallbacks
-// to the primary.
-type replicaCollector replicaSet
-
-var (
-	descReplicaUp = prometheus.NewDesc("pgkit_replica_up",
-		"1 when the replica passed its latest check and its lag is within Config.MaxReplicaLag, so reads go to it.", []string{"replica"}, nil)
-	descReplicaLag = prometheus.NewDesc("pgkit_replica_lag_seconds",
-		"Replay lag of the replica at its latest check: 0 when it replayed all it received, else the age of the last transaction it replayed.", []string{"replica"}, nil)
-	descReplicaFallbacks = prometheus.NewDesc("pgkit_replica_fallbacks_total",
-		"Reads (DB.Reader, OnReplica) that went to the primary because no replica was usable.", nil, nil)
-)
-
-// Describe implements prometheus.Collector.
-func (c *replicaCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descReplicaUp
-	ch <- descReplicaLag
-	ch <- descReplicaFallbacks
-}
-
-// Collect implements prometheus.Collector.
-func (c *replicaCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range c.members {
-		st := r.status.Load()
-		up := 0.0
-		if st.Usable {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descReplicaUp, prometheus.GaugeValue, up, r.addr)
-		ch <- prometheus.MustNewConstMetric(descReplicaLag, prometheus.GaugeValue, st.Lag.Seconds(), r.addr)
-	}
-	ch <- prometheus.MustNewConstMetric(descReplicaFallbacks, prometheus.CounterValue, float64(c.fallbacks.Load()))
 }

@@ -195,7 +195,7 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	if ns != nil { // nil: an end without its start (a tracer added to a live connection)
 		class := ""
 		if f.outcome == outcomeError {
-			class = sqlStateClass(err)
+			class = stateClass(err)
 		}
 		t.obs.statement(ns, o, f.outcome, f.duration, rows, f.slow, class)
 	}
@@ -205,47 +205,6 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	if f.slow || f.outcome != outcomeOK {
 		t.logStatement(ctx, &f)
 	}
-}
-
-// classify tells a failure from a cancellation: the caller's context ending,
-// or the server canceling the statement (57014: statement_timeout or a
-// cancel request), is canceled, not an error of the database.
-//
-// One 57014 is a failure: the server's answer to a COPY that the client
-// aborted (CopyFail) because it could not send a row, a value that would not
-// encode (a Go string into a uuid column, say) or a source that failed, while
-// the caller's context was still live. The server then reports "COPY from
-// stdin failed: <the client's reason>" from its routine CopyGetData.
-func classify(ctx context.Context, err error) outcome {
-	if err == nil {
-		return outcomeOK
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return outcomeCanceled
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "57014" && (ctx.Err() != nil || !isCopyFail(pgErr)) {
-		return outcomeCanceled
-	}
-	return outcomeError
-}
-
-// isCopyFail reports whether pgErr is the server's answer to the client's
-// CopyFail message: by the routine that raises it (not translated), else by
-// its English message.
-func isCopyFail(pgErr *pgconn.PgError) bool {
-	return pgErr.Routine == "CopyGetData" || strings.HasPrefix(pgErr.Message, "COPY from stdin failed")
-}
-
-// sqlStateClass is the two-character class of a server error's SQLSTATE
-// ("23" for integrity violations), or "client" for errors raised before or
-// without the server (a lost connection, an encoding error).
-func sqlStateClass(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
-		return pgErr.Code[:2]
-	}
-	return "client"
 }
 
 // TraceQueryStart implements pgx.QueryTracer.

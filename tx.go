@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Tx is a transaction (or a savepoint inside one) run by InTx: a pgx.Tx, so
@@ -132,7 +131,15 @@ func WithTenant(id string) TxOption {
 	}
 }
 
-// RetryPolicy is how WithRetry retries. Zero fields take their defaults.
+// Defaults WithRetry applies to RetryPolicy fields left at zero.
+const (
+	DefaultRetryMaxAttempts = 5
+	DefaultRetryBaseDelay   = 10 * time.Millisecond
+	DefaultRetryMaxDelay    = time.Second
+)
+
+// RetryPolicy is how WithRetry retries. Zero fields take their defaults;
+// negative ones make InTx return a *ConfigError naming the field.
 type RetryPolicy struct {
 	// MaxAttempts is the most times fn runs, the first included. Default 5.
 	MaxAttempts int
@@ -142,6 +149,29 @@ type RetryPolicy struct {
 	BaseDelay time.Duration
 	// MaxDelay caps the backoff. Default 1s.
 	MaxDelay time.Duration
+}
+
+// setDefaults refuses negative fields, naming the first, and fills the zero
+// ones.
+func (p *RetryPolicy) setDefaults() error {
+	for _, f := range []struct {
+		field string
+		v     int64
+	}{{"MaxAttempts", int64(p.MaxAttempts)}, {"BaseDelay", int64(p.BaseDelay)}, {"MaxDelay", int64(p.MaxDelay)}} {
+		if f.v < 0 {
+			return &ConfigError{Struct: "RetryPolicy", Field: f.field, Reason: fmt.Sprintf("must not be negative (got %d)", f.v)}
+		}
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultRetryMaxAttempts
+	}
+	if p.BaseDelay == 0 {
+		p.BaseDelay = DefaultRetryBaseDelay
+	}
+	if p.MaxDelay == 0 {
+		p.MaxDelay = DefaultRetryMaxDelay
+	}
+	return nil
 }
 
 // WithRetry runs fn again, in a new transaction, when the transaction fails
@@ -155,17 +185,8 @@ type RetryPolicy struct {
 // After the last attempt the error is a *RetryError.
 func WithRetry(p RetryPolicy) TxOption {
 	return func(o *txOptions) {
-		if p.MaxAttempts < 0 || p.BaseDelay < 0 || p.MaxDelay < 0 {
-			o.err = fmt.Errorf("pgkit: WithRetry: negative RetryPolicy field in %+v", p)
-		}
-		if p.MaxAttempts == 0 {
-			p.MaxAttempts = 5
-		}
-		if p.BaseDelay == 0 {
-			p.BaseDelay = 10 * time.Millisecond
-		}
-		if p.MaxDelay == 0 {
-			p.MaxDelay = time.Second
+		if err := p.setDefaults(); err != nil {
+			o.err = err
 		}
 		o.retry = &p
 	}
@@ -180,7 +201,8 @@ type tx struct {
 	mu    sync.Mutex
 	hooks []func(context.Context)
 
-	misused atomic.Bool // fn called Commit or Rollback
+	misused  atomic.Bool // fn called Commit or Rollback
+	connLost bool        // set by rollback: the connection was closed
 }
 
 // ErrTxManaged is returned by Commit and Rollback on the Tx that InTx gives
@@ -254,10 +276,15 @@ func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
 	return err
 }
 
+// rollback ends t and records whether its connection was lost: closed
+// already, or closed by the failed ROLLBACK (pgx closes the connection, and
+// the server rolls back). It is read after the connection went back to the
+// pool, where asking the connection itself would race with its next user.
 func rollback(ctx context.Context, t *tx) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = t.Tx.Rollback(ctx) // a failed rollback closes the connection: the server rolls back
+	closed := t.Conn().IsClosed()
+	t.connLost = t.Tx.Rollback(ctx) != nil || closed
 }
 
 // begin on a DB runs fn in a transaction of its own, retried as o says.
@@ -292,7 +319,7 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 			}
 			return nil
 		}
-		reason := retryReason(err, t)
+		reason := retryReason(err, t != nil && t.connLost)
 		outcome := txError // BEGIN or COMMIT failed
 		if t != nil && !t.committing {
 			outcome = txRollback // fn (or the tenant setting) failed and was rolled back
@@ -330,7 +357,7 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 	if o.replica && db.replicas != nil {
 		pool, r = db.replicas.pick()
 	}
-	ptx, err := pool.BeginTx(ctx, db.txOptions(o.tx))
+	ptx, err := pool.BeginTx(ctx, db.withLocalSettings(o.tx))
 	if err != nil {
 		if db.closedErr(err) {
 			return nil, ErrClosed // Close ran meanwhile
@@ -358,55 +385,6 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 		return a, &AmbiguousCommitError{Err: err}
 	}
 	return a, nil
-}
-
-// commitFailed reports whether a COMMIT error proves the transaction did not
-// commit: the server answered with an error, turned the COMMIT into a
-// ROLLBACK, or the context ended before COMMIT was sent. Anything else may
-// have committed. pgconn.SafeToRetry alone is no proof here: when the
-// connection drops while pgx reads COMMIT's answer, pgx can report
-// "conn closed" as safe to retry although COMMIT was sent (seen with a proxy
-// that cuts the connection after the server's reply; TestAmbiguousCommit).
-func commitFailed(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) || errors.Is(err, pgx.ErrTxCommitRollback) ||
-		pgconn.SafeToRetry(err) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
-}
-
-// retryReason says why a failed attempt may run again ("serialization",
-// "deadlock", "connection", "plan"), or "" when it must not.
-func retryReason(err error, a *attemptTx) string {
-	var pgErr *pgconn.PgError
-	var ambiguous *AmbiguousCommitError
-	switch {
-	case errors.As(err, &ambiguous):
-		return ""
-	case errors.As(err, &pgErr):
-		switch {
-		case pgErr.Code == "40001":
-			return "serialization"
-		case pgErr.Code == "40P01":
-			return "deadlock"
-		case replanCode(err) != "":
-			// The server refused a cached prepared statement before
-			// running it (0A000 after its result columns changed,
-			// 26000); pgx dropped it from the connection's cache.
-			return "plan"
-		case connectionLost(pgErr.Code):
-			// Connection exceptions, and the server ending the session
-			// (terminated, shutting down, starting up): before COMMIT, the
-			// transaction died with the session.
-			return "connection"
-		}
-		return ""
-	case pgconn.SafeToRetry(err):
-		return "connection"
-	case a != nil && a.Conn().IsClosed() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
-		// The connection died before COMMIT was sent: the server rolled
-		// the transaction back, so running it again is safe.
-		return "connection"
-	}
-	return ""
 }
 
 func sleepBackoff(ctx context.Context, p *RetryPolicy, attempt int) error {

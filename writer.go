@@ -4,78 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Overflow is what Writer.Write does when the queue is full.
-type Overflow int
-
-const (
-	// Block waits for room, as long as Write's context allows (the default).
-	Block Overflow = iota
-	// Fail returns ErrQueueFull at once.
-	Fail
-)
-
-// WriterConfig configures NewWriter. Zero fields take their defaults.
-type WriterConfig[T any] struct {
-	// Table is where items go. Required.
-	Table string
-	// Name labels the writer's metrics ("writer" label) and logs. Default:
-	// Table.
-	Name string
-	// BatchSize is the most items written in one statement. Default 5000:
-	// BenchmarkWriter (50 producers) reached 0.79 of a raw COPY's rate with
-	// batches of 1000 and 0.90 with 5000; each COPY costs pgx a round trip
-	// to describe the table.
-	BatchSize int
-	// FlushInterval is the longest an item waits in the queue before its
-	// batch is written, however small. Default 200ms.
-	FlushInterval time.Duration
-	// QueueSize bounds the items accepted and not yet written (or handed to
-	// OnError): those waiting in the queue and those of the batch being
-	// written, so memory is bounded. Default 10 × BatchSize.
-	QueueSize int
-	// Overflow says what Write does when QueueSize items are accepted and
-	// not yet written. Default Block.
-	Overflow Overflow
-	// OnError receives items the database refused for good (a constraint
-	// violation: the batch is split to isolate them, the good items are
-	// written) and items left unwritten when Close gives up, with the error.
-	// Default: log them at Error with their count, through the DB's Logger,
-	// else slog.Default(); never a silent drop.
-	OnError func(items []T, err error)
-	// OnAmbiguous receives items whose batch's COMMIT was sent and whose
-	// answer was lost (the connection broke, the server stopped answering),
-	// when the server could not tell within RetryFor whether it committed:
-	// they may be in the table or not, so they are neither counted written
-	// nor given to OnError. The writer reads each batch's transaction id
-	// before COMMIT and asks pg_xact_status afterwards, so this happens only
-	// when the server stays out of reach. Default: log them at Error, as
-	// OnError's default does.
-	OnAmbiguous func(items []T, err error)
-	// DedupeKey names a unique column: batches are then written with
-	// INSERT ... ON CONFLICT (DedupeKey) DO NOTHING, so a batch retried after
-	// an ambiguous failure cannot write a row twice. Default: none, batches
-	// are written with COPY (fastest; a retry after a connection lost in the
-	// middle of a COPY could write it twice).
-	DedupeKey string
-	// RetryFor is how long a batch is retried after transient failures
-	// (connection lost, server restarting, serialization failure, deadlock)
-	// before its items go to OnError. Close's context can end it sooner.
-	// Default 1m.
-	RetryFor time.Duration
-}
 
 // ErrWriterClosed is returned by Write after Close.
 var ErrWriterClosed = errors.New("pgkit: writer is closed")
@@ -94,7 +26,8 @@ var ErrQueueFull = errors.New("pgkit: writer queue is full")
 type Writer[T any] struct {
 	db  *DB
 	cfg WriterConfig[T]
-	m   *writerMetrics
+	obs writerObs
+	m   *collectorSet // its metrics, when the DB has a Registerer
 
 	mu        sync.Mutex
 	queue     []T
@@ -126,53 +59,25 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 	if db == nil {
 		return nil, errors.New("pgkit: NewWriter: nil *DB")
 	}
-	if cfg.Table == "" {
-		return nil, errors.New("pgkit: WriterConfig.Table is required")
-	}
-	if cfg.BatchSize < 0 || cfg.QueueSize < 0 || cfg.FlushInterval < 0 || cfg.RetryFor < 0 {
-		return nil, fmt.Errorf("pgkit: WriterConfig: negative BatchSize, QueueSize, FlushInterval or RetryFor")
+	if err := cfg.setDefaults(db); err != nil {
+		return nil, err
 	}
 	t, sm, err := rowStruct[T]()
 	if err != nil {
 		return nil, err
 	}
 	if _, ok := sm.byColumn[cfg.DedupeKey]; cfg.DedupeKey != "" && !ok {
-		return nil, fmt.Errorf("pgkit: WriterConfig.DedupeKey: %s has no field tagged db:%q", t, cfg.DedupeKey)
+		return nil, writerConfigError("DedupeKey", fmt.Sprintf("%s has no field tagged db:%q", t, cfg.DedupeKey))
 	}
 	if err := checkWriterTable[T](db, cfg.Table); err != nil {
 		return nil, err
 	}
-	if cfg.Name == "" {
-		cfg.Name = cfg.Table
-	}
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 5000
-	}
-	if cfg.FlushInterval == 0 {
-		cfg.FlushInterval = 200 * time.Millisecond
-	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 10 * cfg.BatchSize
-	}
-	if cfg.RetryFor == 0 {
-		cfg.RetryFor = time.Minute
-	}
-	if cfg.OnError == nil {
-		cfg.OnError = func(items []T, err error) {
-			db.cfg.alerts.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer could not write items",
-				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
-		}
-	}
-	if cfg.OnAmbiguous == nil {
-		cfg.OnAmbiguous = func(items []T, err error) {
-			db.cfg.alerts.LogAttrs(context.Background(), slog.LevelError, "pgkit: writer lost the answer to a COMMIT; these items may or may not be written",
-				slog.String("writer", cfg.Name), slog.Int("items", len(items)), slog.String("error", logError(err)))
-		}
-	}
 	w := &Writer[T]{db: db, cfg: cfg, changed: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	w.abortCtx, w.abort = context.WithCancel(context.Background())
-	m, err := newWriterMetrics(db.cfg.Registerer, db.cfg.Name, cfg.Name, w.depth, float64(cfg.QueueSize))
+	w.obs.init()
+	m, err := registerWriterMetrics(db.cfg.Registerer, db.cfg.Name, cfg.Name, w.Stats, &w.obs)
 	if err != nil {
+		w.abort()
 		return nil, err
 	}
 	w.m = m
@@ -183,7 +88,7 @@ func NewWriter[T any](db *DB, cfg WriterConfig[T]) (*Writer[T], error) {
 // Write queues item and returns; it is written within FlushInterval, or
 // sooner when a batch fills. With QueueSize items accepted and not yet
 // finished (queued or in the batch being written) it waits for one to finish
-// (Block, honouring ctx) or returns ErrQueueFull (Fail). After Close it
+// (OverflowBlock, honouring ctx) or returns ErrQueueFull (OverflowFail). After Close it
 // returns ErrWriterClosed.
 func (w *Writer[T]) Write(ctx context.Context, item T) error {
 	w.mu.Lock()
@@ -197,7 +102,7 @@ func (w *Writer[T]) Write(ctx context.Context, item T) error {
 		if w.accepted-w.finished < uint64(w.cfg.QueueSize) {
 			break
 		}
-		if w.cfg.Overflow == Fail {
+		if w.cfg.Overflow == OverflowFail {
 			w.mu.Unlock()
 			return ErrQueueFull
 		}
@@ -310,13 +215,6 @@ func (w *Writer[T]) Stats() WriterStats {
 		Accepted: w.accepted, Written: w.finished - w.failed - w.ambiguous, Failed: w.failed, Ambiguous: w.ambiguous}
 }
 
-// depth is the number of items queued and not yet taken into a batch.
-func (w *Writer[T]) depth() float64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return float64(len(w.queue))
-}
-
 func (w *Writer[T]) poke() {
 	select {
 	case w.kick <- struct{}{}:
@@ -373,10 +271,10 @@ func (w *Writer[T]) run() {
 // handed to OnAmbiguous.
 func (w *Writer[T]) writeBatch(batch []T) {
 	start := time.Now()
-	w.m.observeBatch(len(batch))
+	w.obs.batch.observe(int64(len(batch)))
 	var r writeResult
 	w.writeSplit(batch, &r)
-	w.m.flushed(time.Since(start), r)
+	w.obs.flush.observe(int64(time.Since(start)))
 	w.mu.Lock()
 	w.finished += uint64(len(batch))
 	w.signal()
@@ -397,7 +295,7 @@ func (w *Writer[T]) writeSplit(items []T, r *writeResult) {
 		r.ambiguous += len(items)
 		w.handOff(items, err, true)
 		return
-	case isTransient(err) || len(items) == 1 || w.abortCtx.Err() != nil:
+	case transient(err) || len(items) == 1 || w.abortCtx.Err() != nil:
 		r.failed += len(items)
 		w.handOff(items, err, false)
 		return
@@ -453,7 +351,7 @@ func (w *Writer[T]) writeRetrying(items []T) (err error, unknown bool) {
 			}
 			// aborted: nothing was written; retried like any transient failure
 		}
-		if err == nil || !isTransient(err) {
+		if err == nil || !transient(err) {
 			w.failingSince = time.Time{}
 			return err, unknown && err != nil
 		}
@@ -464,7 +362,7 @@ func (w *Writer[T]) writeRetrying(items []T) (err error, unknown bool) {
 		if time.Since(w.failingSince) >= w.cfg.RetryFor || w.abortCtx.Err() != nil {
 			return err, unknown
 		}
-		w.m.retried()
+		w.obs.retries.Add(1)
 		sleepCtx(w.abortCtx, rand.N(min(10*time.Millisecond<<min(attempt, 10), 2*time.Second))+time.Millisecond)
 	}
 }
@@ -484,104 +382,5 @@ func (w *Writer[T]) handOff(items []T, err error, ambiguous bool) {
 		w.cfg.OnAmbiguous(items, err)
 	} else {
 		w.cfg.OnError(items, err)
-	}
-}
-
-// isTransient tells failures worth retrying (the server or the connection
-// is away, or the transaction lost a race) from the database refusing the
-// data.
-func isTransient(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		c := pgErr.Code
-		return c == "40001" || c == "40P01" || strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57P") || c == "53300"
-	}
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	// Not an answer from the server: a connection that failed or was lost, an
-	// acquire that timed out, a server not accepting connections.
-	var netErr net.Error
-	var connectErr *pgconn.ConnectError
-	return errors.Is(err, ErrAcquireTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &netErr) || errors.As(err, &connectErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
-}
-
-// writerMetrics are a Writer's metrics, labelled pool and writer; nil without
-// a Registerer.
-type writerMetrics struct {
-	collectorSet
-	written   prometheus.Counter
-	failed    prometheus.Counter
-	ambiguous prometheus.Counter
-	flush     prometheus.Histogram
-	batch     prometheus.Histogram
-	retries   prometheus.Counter
-}
-
-func newWriterMetrics(reg prometheus.Registerer, pool, name string, depth func() float64, capacity float64) (*writerMetrics, error) {
-	if reg == nil {
-		return nil, nil
-	}
-	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "writer": name}, reg)
-	items := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pgkit_writer_items_total",
-		Help: "Items the writer finished, by outcome: written, failed (handed to OnError) or ambiguous (handed to OnAmbiguous).",
-	}, []string{"outcome"})
-	m := &writerMetrics{
-		written:   items.WithLabelValues("written"),
-		failed:    items.WithLabelValues("failed"),
-		ambiguous: items.WithLabelValues("ambiguous"),
-		flush: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pgkit_writer_flush_duration_seconds", Help: "Time to write one batch, retries and splits included.",
-			Buckets: latencyBuckets,
-		}),
-		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pgkit_writer_batch_size", Help: "Items per batch taken off the queue.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
-		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgkit_writer_retries_total", Help: "Batch writes retried after a transient failure.",
-		}),
-	}
-	err := m.register(reg, items, m.flush, m.batch, m.retries,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pgkit_writer_queue_depth", Help: "Items queued and not yet taken into a batch.",
-		}, depth),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "pgkit_writer_queue_capacity", Help: "WriterConfig.QueueSize: the most items accepted and not yet written (queued or in the batch being written).",
-		}, func() float64 { return capacity }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("pgkit: registering the metrics of writer %q (give each writer its own Name): %w", name, err)
-	}
-	return m, nil
-}
-
-func (m *writerMetrics) unregister() {
-	if m != nil {
-		m.collectorSet.unregister()
-	}
-}
-
-func (m *writerMetrics) observeBatch(n int) {
-	if m != nil {
-		m.batch.Observe(float64(n))
-	}
-}
-
-func (m *writerMetrics) flushed(d time.Duration, r writeResult) {
-	if m != nil {
-		m.flush.Observe(d.Seconds())
-		m.written.Add(float64(r.written))
-		m.failed.Add(float64(r.failed))
-		m.ambiguous.Add(float64(r.ambiguous))
-	}
-}
-
-func (m *writerMetrics) retried() {
-	if m != nil {
-		m.retries.Inc()
 	}
 }

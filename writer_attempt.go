@@ -28,7 +28,7 @@ func checkWriterTable[T any](db *DB, table string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), db.cfg.HealthTimeout)
 	defer cancel()
 	_, err := prepareBulk[T](ctx, db, table, nil, nil)
-	if err != nil && !isTransient(err) {
+	if err != nil && !transient(err) {
 		return fmt.Errorf("%w (NewWriter)", err)
 	}
 	return nil
@@ -58,7 +58,7 @@ func (w *Writer[T]) writeOnce(ctx context.Context, items []T) (*pendingCommit, e
 		return nil, err
 	}
 	defer conn.Release()
-	begin := w.db.txOptions(pgx.TxOptions{}).BeginQuery
+	begin := w.db.withLocalSettings(pgx.TxOptions{}).BeginQuery
 	if begin == "" {
 		begin = "BEGIN"
 	}
@@ -94,7 +94,7 @@ func (w *Writer[T]) writeOnce(ctx context.Context, items []T) (*pendingCommit, e
 func (w *Writer[T]) writeIdempotent(ctx context.Context, items []T) (*pendingCommit, error) {
 	err := w.insert(ctx, w.db, items)
 	var pgErr *pgconn.PgError
-	if err == nil || !isTransient(err) || errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
+	if err == nil || !transient(err) || errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
 		return nil, err // written, refused (by the server or before sending), or never sent
 	}
 	return &pendingCommit{err: err}, err

@@ -158,7 +158,7 @@ func TestWriterOverflow(t *testing.T) {
 	_, err = lock.Exec(context.Background(), `LOCK TABLE messages IN ACCESS EXCLUSIVE MODE`)
 	require.NoError(t, err)
 
-	for _, policy := range []pgkit.Overflow{pgkit.Fail, pgkit.Block} {
+	for _, policy := range []pgkit.Overflow{pgkit.OverflowFail, pgkit.OverflowBlock} {
 		name := fmt.Sprint("overflow", policy)
 		w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: name,
 			BatchSize: 2, QueueSize: 4, FlushInterval: time.Millisecond, Overflow: policy, DedupeKey: "client_id"})
@@ -180,11 +180,11 @@ func TestWriterOverflow(t *testing.T) {
 		start := time.Now()
 		err = w.Write(ctx, chatMsg(convID, int(policy)*100+4))
 		cancel()
-		if policy == pgkit.Fail {
+		if policy == pgkit.OverflowFail {
 			require.ErrorIs(t, err, pgkit.ErrQueueFull)
 			require.Less(t, time.Since(start), 50*time.Millisecond, "at once")
 		} else {
-			require.ErrorIs(t, err, context.DeadlineExceeded, "Block honours ctx")
+			require.ErrorIs(t, err, context.DeadlineExceeded, "OverflowBlock honours ctx")
 			require.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
 		}
 		defer func() { require.NoError(t, w.Close(context.Background())) }()
@@ -210,7 +210,7 @@ func TestWriterQueueSizeCountsTheBatchInFlight(t *testing.T) {
 
 	var writers []*pgkit.Writer[chatMessage]
 	total := 0
-	for _, policy := range []pgkit.Overflow{pgkit.Fail, pgkit.Block} {
+	for _, policy := range []pgkit.Overflow{pgkit.OverflowFail, pgkit.OverflowBlock} {
 		w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: fmt.Sprint("bound", policy),
 			BatchSize: 20, QueueSize: 30, FlushInterval: time.Millisecond, Overflow: policy})
 		require.NoError(t, err)
@@ -227,7 +227,7 @@ func TestWriterQueueSizeCountsTheBatchInFlight(t *testing.T) {
 			err := w.Write(wctx, chatMsg(convID, base+i))
 			cancel()
 			if err != nil {
-				if policy == pgkit.Fail {
+				if policy == pgkit.OverflowFail {
 					require.ErrorIs(t, err, pgkit.ErrQueueFull)
 				} else {
 					require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -241,7 +241,7 @@ func TestWriterQueueSizeCountsTheBatchInFlight(t *testing.T) {
 		require.Equal(t, 10, st.Queued, "20 in the batch, 10 queued")
 		require.Equal(t, uint64(30), st.Accepted)
 
-		if policy == pgkit.Block {
+		if policy == pgkit.OverflowBlock {
 			// A Write waiting for room gets in when the lock goes and the
 			// batch in flight is written.
 			got := make(chan error, 1)

@@ -1,8 +1,13 @@
+// HTTP surface: the health, statistics and request-timing handlers (the
+// dashboard, with its page, is in dashboard.go).
+
 package pgkit
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -69,3 +74,52 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// Middleware counts the database time of each request (WithStats) and
+// reports it to the client as a Server-Timing header, which browsers' developer
+// tools show:
+//
+//	Server-Timing: db;dur=12.3;desc="4 queries"
+//
+// The header is written with the response headers, so it counts the work done
+// before the handler's first Write or WriteHeader.
+func Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := WithStats(r.Context())
+		tw := &timingWriter{ResponseWriter: w, ctx: ctx}
+		next.ServeHTTP(tw, r.WithContext(ctx))
+		tw.writeTiming() // a handler that wrote nothing still gets its header
+	})
+}
+
+// timingWriter adds the Server-Timing header just before the headers go out.
+type timingWriter struct {
+	http.ResponseWriter
+	ctx     context.Context
+	written bool
+}
+
+func (w *timingWriter) writeTiming() {
+	if w.written {
+		return
+	}
+	w.written = true
+	if s, ok := StatsFrom(w.ctx); ok {
+		w.Header().Add("Server-Timing", fmt.Sprintf(`db;dur=%.3f;desc="%d queries"`,
+			float64(s.Duration)/float64(time.Millisecond), s.Queries))
+	}
+}
+
+func (w *timingWriter) WriteHeader(code int) {
+	w.writeTiming()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timingWriter) Write(b []byte) (int, error) {
+	w.writeTiming()
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush, Hijack and deadlines of
+// the underlying writer.
+func (w *timingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
