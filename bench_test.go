@@ -3,15 +3,13 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/benchab"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -55,73 +53,18 @@ func benchDBOn(b *testing.B, url string, size int32, cfg pgkit.Config) *pgkit.DB
 	return db
 }
 
-// benchAB runs b.N operations of each side, a and b, from goroutines
-// goroutines, in alternating rounds (so that neither side always runs first
-// or on a warmer machine), and reports each side's ns/op, B/op and allocs/op
-// and the throughput ratio b/a: 1.0 means as fast, 0.97 means 3% slower. It
-// returns each side's mean time per operation.
-//
-// Every benchmark that compares two sides goes through benchAB (or
-// benchScaled), so that all of them report the same metrics under the same
-// names, which is what internal/benchreport reads: "<side>-ns/op",
-// "<side>-B/op", "<side>-allocs/op" and the ratio "<b>/<a>".
+// benchAB is benchab.AB (alternating rounds; the metrics
+// internal/benchreport reads): every benchmark that compares two sides goes
+// through it or benchScaled.
 func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
-	return benchScaled(b, goroutines, nameA, opA, nameB, 1, opB)
+	return benchab.AB(b, goroutines, nameA, opA, nameB, opB)
 }
 
-// benchScaled is benchAB for sides whose speeds differ by orders of
-// magnitude: side b runs scale times as many operations per round as side
-// a, to be measured for about as long. The ratio it reports is still per
-// operation: a's time per op over b's (how many times faster b is).
+// benchScaled is benchab.Scaled: benchAB for sides whose speeds differ by
+// orders of magnitude, side b running scale times as many operations per
+// round.
 func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, scale int, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
-	// Ten rounds, or one per operation when b.N is smaller (-benchtime 1x
-	// for the slowest operations). Which side goes first alternates from one
-	// call to the next too, so that with one round per run (-count runs of
-	// -benchtime 1x) neither side always goes first.
-	rounds := min(10, b.N)
-	first := benchCalls.next(b.Name())
-	var elapsed [2]time.Duration
-	var allocs, bytes [2]uint64
-	var ops [2]int64
-	perRound := [2]int{max(b.N/rounds, 1), max(b.N/rounds, 1) * scale}
-	sides := [2]func(context.Context) error{opA, opB}
-	b.ResetTimer()
-	for r := range rounds {
-		for i := range 2 {
-			s := (first + r + i) % 2
-			m := runParallel(b, goroutines, perRound[s], sides[s])
-			elapsed[s] += m.elapsed
-			allocs[s] += m.allocs
-			bytes[s] += m.bytes
-			ops[s] += int64(perRound[s])
-		}
-	}
-	b.StopTimer()
-	var perOp [2]float64
-	for s, name := range []string{nameA, nameB} {
-		perOp[s] = float64(elapsed[s].Nanoseconds()) / float64(ops[s])
-		b.ReportMetric(perOp[s], name+"-ns/op")
-		b.ReportMetric(float64(bytes[s])/float64(ops[s]), name+"-B/op")
-		b.ReportMetric(float64(allocs[s])/float64(ops[s]), name+"-allocs/op")
-	}
-	b.ReportMetric(perOp[0]/perOp[1], nameB+"/"+nameA)
-	return time.Duration(perOp[0]), time.Duration(perOp[1])
-}
-
-// benchCalls counts the calls of each benchmark (by name) in this process.
-var benchCalls = callCounter{n: map[string]int{}}
-
-type callCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-// next returns 0 or 1, alternating on each call with the same name.
-func (c *callCounter) next(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n[name]++
-	return c.n[name] % 2
+	return benchab.Scaled(b, goroutines, nameA, opA, nameB, scale, opB)
 }
 
 // reportRows adds rows/s for both sides of a benchAB whose operations each
@@ -129,42 +72,6 @@ func (c *callCounter) next(name string) int {
 func reportRows(b *testing.B, rows int, nameA string, perOpA time.Duration, nameB string, perOpB time.Duration) {
 	b.ReportMetric(float64(rows)/perOpA.Seconds(), nameA+"-rows/s")
 	b.ReportMetric(float64(rows)/perOpB.Seconds(), nameB+"-rows/s")
-}
-
-// measured is one runParallel: wall time, and the heap allocations (count
-// and bytes) the process made meanwhile.
-type measured struct {
-	elapsed       time.Duration
-	allocs, bytes uint64
-}
-
-// runParallel runs op n times from goroutines goroutines and returns the wall
-// time and the heap allocations made meanwhile.
-func runParallel(b *testing.B, goroutines, n int, op func(context.Context) error) measured {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	ctx := context.Background()
-	start := time.Now()
-	for range goroutines {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				if err := op(ctx); err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	d := time.Since(start)
-	runtime.ReadMemStats(&after)
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	return measured{elapsed: d, allocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
 }
 
 // benchGoroutines are the concurrency levels of the query benchmarks.

@@ -55,9 +55,9 @@ func WithDashboardRefresh(d time.Duration) DashboardOption {
 //     two polls, hits / (hits + misses + errors);
 //   - "hit_ratio" (0 to 1), when "hits" and "misses" are absent.
 //
-// Keys whose name holds "ratio" are shown as percentages. WithDashboardCache
-// and WithDashboardWriter are sources of this kind; anything else with
-// counters can be one:
+// Keys whose name holds "ratio" are shown as percentages. A cache's
+// DashboardStats method (package pgkit/cache) and WithDashboardWriter are
+// sources of this kind; anything else with counters can be one:
 //
 //	pgkit.WithDashboardSource("outbox", func() map[string]float64 {
 //		return map[string]float64{"queued": float64(outbox.Len()), "capacity": outboxSize}
@@ -67,23 +67,6 @@ func WithDashboardSource(name string, stats func() map[string]float64) Dashboard
 		if stats != nil {
 			c.sources = append(c.sources, dashboardSource{name, stats})
 		}
-	}
-}
-
-// WithDashboardCache shows a Cache (any *Cache[T]) as a source named name,
-// with the keys hits, misses, errors, hit_ratio, local_hits, loads,
-// load_errors and store_errors, and a chart of the hit ratio between polls.
-func WithDashboardCache(name string, c interface{ Stats() CacheStats }) DashboardOption {
-	return func(cfg *dashboardConfig) {
-		if c == nil {
-			return
-		}
-		cfg.sources = append(cfg.sources, dashboardSource{name, func() map[string]float64 {
-			s := c.Stats()
-			return map[string]float64{"hits": float64(s.Hits), "misses": float64(s.Misses), "errors": float64(s.Errors),
-				"hit_ratio": s.HitRatio, "local_hits": float64(s.LocalHits), "loads": float64(s.Loads),
-				"load_errors": float64(s.LoadErrors), "store_errors": float64(s.StoreErrors)}
-		}})
 	}
 }
 
@@ -113,8 +96,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 // never the database. Caches and writers are shown when given as options:
 //
 //	h := pgkit.DashboardHandler(db, pgkit.BearerToken(token),
-//		pgkit.WithDashboardCache("dashboard_stats", statsCache), // a *Cache[T]
-//		pgkit.WithDashboardWriter(usageWriter))                  // a *Writer[T]
+//		pgkit.WithDashboardSource("dashboard_stats", statsCache.DashboardStats), // a *cache.Cache[T]
+//		pgkit.WithDashboardWriter(usageWriter))                                  // a *Writer[T]
 //
 // Callers for whom authorize returns false, and every caller when authorize
 // is nil, get 401 with a JSON error, as from StatsHandler; the check applies
@@ -152,8 +135,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //	slow_query_threshold_seconds  Config.SlowQueryThreshold
 //	slow_queries                  DB.SlowQueries, newest first, as SlowQuery's JSON (time, name, op,
 //	                              duration_ns, sql, rows, sqlstate); the SQL is text, never markup
-//	sources                       a list of {name, values}: each WithDashboardSource, WithDashboardCache or
-//	                              WithDashboardWriter, in the order given; values is an object of numbers
+//	sources                       a list of {name, values}: each WithDashboardSource or WithDashboardWriter,
+//	                              in the order given; values is an object of numbers
 func DashboardHandler(db *DB, authorize func(*http.Request) bool, opts ...DashboardOption) http.Handler {
 	cfg := dashboardConfig{refresh: DefaultDashboardRefresh}
 	for _, o := range opts {

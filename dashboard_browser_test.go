@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,7 +87,7 @@ type dashLoad struct {
 	wg   sync.WaitGroup
 }
 
-func startDashLoad(t *testing.T, db *pgkit.DB, w *pgkit.Writer[chatMessage], cache *pgkit.Cache[int], convID int64) *dashLoad {
+func startDashLoad(t *testing.T, db *pgkit.DB, w *pgkit.Writer[chatMessage], cache *cache.Cache[int], convID int64) *dashLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &dashLoad{stop: cancel}
 	for worker := range 3 {
@@ -151,7 +152,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	url := serveDashboard(t, pgkit.DashboardHandler(db, pgkit.BearerToken(token),
 		pgkit.WithDashboardRefresh(refresh),
 		pgkit.WithDashboardWriter(w),
-		pgkit.WithDashboardCache("conversations cache", cache)))
+		pgkit.WithDashboardSource("conversations cache", cache.DashboardStats)))
 
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromium),

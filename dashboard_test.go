@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
@@ -308,9 +309,9 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 	convID := seedConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat", FlushInterval: time.Hour})
 	require.NoError(t, err)
-	cache := newDashCache(t, time.Hour)
+	convs := newDashCache(t, time.Hour)
 	base := serveDashboard(t, pgkit.DashboardHandler(db, pgkit.BearerToken("tok"),
-		pgkit.WithDashboardWriter(w), pgkit.WithDashboardCache("convs", cache), pgkit.WithDashboardRefresh(time.Millisecond)))
+		pgkit.WithDashboardWriter(w), pgkit.WithDashboardSource("convs", convs.DashboardStats), pgkit.WithDashboardRefresh(time.Millisecond)))
 
 	first, _ := getDashData(t, base+"data", "tok")
 	require.InDelta(t, 0.1, first.RefreshSeconds, 1e-9, "raised to 100ms")
@@ -318,7 +319,7 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 		require.NoError(t, w.Write(ctx, chatMsg(convID, i)))
 	}
 	for range 3 {
-		_, err := cache.GetOrLoad(ctx, "k", func(context.Context) (int, error) { return 7, nil })
+		_, err := convs.GetOrLoad(ctx, "k", func(context.Context) (int, error) { return 7, nil })
 		require.NoError(t, err)
 	}
 	_, err = db.Exec(ctx, xssSQL)
@@ -355,13 +356,13 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 }
 
 // newDashCache is a small in-memory Cache whose entries live for ttl.
-func newDashCache(t *testing.T, ttl time.Duration) *pgkit.Cache[int] {
+func newDashCache(t *testing.T, ttl time.Duration) *cache.Cache[int] {
 	t.Helper()
-	store, err := pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{MaxEntries: 100})
+	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{MaxEntries: 100})
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
-	cache, err := pgkit.NewCache[int](store, pgkit.CacheConfig{Name: "conversations", TTL: ttl})
+	c, err := cache.New[int](store, cache.Config{Name: "conversations", TTL: ttl})
 	require.NoError(t, err)
-	t.Cleanup(cache.Close)
-	return cache
+	t.Cleanup(c.Close)
+	return c
 }

@@ -59,24 +59,6 @@ func FuzzFoldSQL(f *testing.F) {
 	})
 }
 
-// FuzzKey: Key is injective: splitting the fuzzer's input into a tenant and
-// parts two different ways never yields one key for two different lists.
-func FuzzKey(f *testing.F) {
-	f.Add("a:b", "c", "a", "b:c")
-	f.Add(`a\`, ":b", "a", `\:b`)
-	f.Fuzz(func(t *testing.T, t1, p1, t2, p2 string) {
-		if t1 == t2 && p1 == p2 {
-			return
-		}
-		if k1, k2 := Key(t1, p1), Key(t2, p2); k1 == k2 {
-			t.Fatalf("Key(%q, %q) == Key(%q, %q) == %q", t1, p1, t2, p2, k1)
-		}
-		if !strings.HasPrefix(Key(t1, p1), strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(t1)) {
-			t.Fatalf("Key(%q, ...) does not start with its tenant", t1)
-		}
-	})
-}
-
 // FuzzOpenConfig: Open, given any URL text around a password, refuses or
 // accepts without panicking and never puts the password in its error: not
 // in its text, nor in %#v or %+v of any error of its chain, nor in a field

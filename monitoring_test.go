@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
@@ -102,14 +103,14 @@ func TestMonitoringNamesExist(t *testing.T) {
 	require.NoError(t, w.Flush(ctx))
 	defer func() { require.NoError(t, w.Close(ctx)) }()
 
-	store, err := pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{})
+	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{})
 	require.NoError(t, err)
 	defer store.Close()
-	cache, err := pgkit.NewCache[int](store, pgkit.CacheConfig{Name: "mon", Registerer: reg})
+	c, err := cache.New[int](store, cache.Config{Name: "mon", Registerer: reg})
 	require.NoError(t, err)
-	defer cache.Close()
+	defer c.Close()
 	for range 2 {
-		_, err := cache.GetOrLoad(ctx, "k", func(context.Context) (int, error) { return 1, nil })
+		_, err := c.GetOrLoad(ctx, "k", func(context.Context) (int, error) { return 1, nil })
 		require.NoError(t, err)
 	}
 

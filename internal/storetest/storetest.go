@@ -1,5 +1,5 @@
-// Package storetest is the conformance suite every pgkit.Store passes: the
-// in-memory store (pgkit's tests) and the Redis store (redisstore's tests)
+// Package storetest is the conformance suite every cache.Store passes: the
+// in-memory store (package cache's tests) and the Redis store (redisstore's tests)
 // run the same function against real backends.
 package storetest
 
@@ -13,17 +13,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/stretchr/testify/require"
 )
 
 // Run runs the suite. newStore returns a store for one subtest; stores may
 // share a backend, since every subtest keeps to keys of its own.
-func Run(t *testing.T, newStore func(t *testing.T) pgkit.Store) {
+func Run(t *testing.T, newStore func(t *testing.T) cache.Store) {
 	t.Helper()
 	for _, tc := range []struct {
 		name string
-		fn   func(t *testing.T, s pgkit.Store, k *keys)
+		fn   func(t *testing.T, s cache.Store, k *keys)
 	}{
 		{"GetMiss", testGetMiss},
 		{"SetGet", testSetGet},
@@ -73,31 +73,31 @@ func ctx(t *testing.T) context.Context {
 	return ctx
 }
 
-func requireMiss(t *testing.T, s pgkit.Store, key string) {
+func requireMiss(t *testing.T, s cache.Store, key string) {
 	t.Helper()
 	v, err := s.Get(ctx(t), key)
-	require.ErrorIs(t, err, pgkit.ErrCacheMiss, "got %q", v)
+	require.ErrorIs(t, err, cache.ErrMiss, "got %q", v)
 }
 
-func requireValue(t *testing.T, s pgkit.Store, key string, want []byte) {
+func requireValue(t *testing.T, s cache.Store, key string, want []byte) {
 	t.Helper()
 	got, err := s.Get(ctx(t), key)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(want, got), "want %q, got %q", want, got)
 }
 
-func testGetMiss(t *testing.T, s pgkit.Store, k *keys) {
+func testGetMiss(t *testing.T, s cache.Store, k *keys) {
 	requireMiss(t, s, k.key("never-set"))
 }
 
-func testSetGet(t *testing.T, s pgkit.Store, k *keys) {
+func testSetGet(t *testing.T, s cache.Store, k *keys) {
 	key := k.key("a")
 	require.NoError(t, s.Set(ctx(t), key, []byte(`{"users":1000}`), time.Minute))
 	requireValue(t, s, key, []byte(`{"users":1000}`))
 	requireMiss(t, s, k.key("b"))
 }
 
-func testOverwrite(t *testing.T, s pgkit.Store, k *keys) {
+func testOverwrite(t *testing.T, s cache.Store, k *keys) {
 	key := k.key("a")
 	require.NoError(t, s.Set(ctx(t), key, []byte("first"), time.Minute))
 	require.NoError(t, s.Set(ctx(t), key, []byte("second, longer"), time.Minute))
@@ -106,7 +106,7 @@ func testOverwrite(t *testing.T, s pgkit.Store, k *keys) {
 	requireValue(t, s, key, []byte("3"))
 }
 
-func testTTLExpiry(t *testing.T, s pgkit.Store, k *keys) {
+func testTTLExpiry(t *testing.T, s cache.Store, k *keys) {
 	short, forever, long := k.key("short"), k.key("forever"), k.key("long")
 	require.NoError(t, s.Set(ctx(t), short, []byte("x"), 50*time.Millisecond))
 	require.NoError(t, s.Set(ctx(t), forever, []byte("y"), 0))
@@ -123,7 +123,7 @@ func testTTLExpiry(t *testing.T, s pgkit.Store, k *keys) {
 	requireValue(t, s, short, []byte("again"))
 }
 
-func testDeleteSeveral(t *testing.T, s pgkit.Store, k *keys) {
+func testDeleteSeveral(t *testing.T, s cache.Store, k *keys) {
 	var all []string
 	for i := range 10 {
 		key := k.key(fmt.Sprintf("k%d", i)) // different hash slots on a Cluster
@@ -141,7 +141,7 @@ func testDeleteSeveral(t *testing.T, s pgkit.Store, k *keys) {
 	requireMiss(t, s, all[9])
 }
 
-func testDeleteMissing(t *testing.T, s pgkit.Store, k *keys) {
+func testDeleteMissing(t *testing.T, s cache.Store, k *keys) {
 	require.NoError(t, s.Delete(ctx(t)))
 	require.NoError(t, s.Delete(ctx(t), k.key("missing")))
 	present := k.key("present")
@@ -150,7 +150,7 @@ func testDeleteMissing(t *testing.T, s pgkit.Store, k *keys) {
 	requireMiss(t, s, present)
 }
 
-func testBinaryValues(t *testing.T, s pgkit.Store, k *keys) {
+func testBinaryValues(t *testing.T, s cache.Store, k *keys) {
 	all := make([]byte, 256)
 	for i := range all {
 		all[i] = byte(i)
@@ -168,7 +168,7 @@ func testBinaryValues(t *testing.T, s pgkit.Store, k *keys) {
 	require.Empty(t, got)
 }
 
-func testKeysWithAnyBytes(t *testing.T, s pgkit.Store, k *keys) {
+func testKeysWithAnyBytes(t *testing.T, s cache.Store, k *keys) {
 	names := []string{"a:b", `a\b`, "with space", "ünïcödé", "*?[glob]", "{hash}tag", "nul\x00byte", "line\nbreak"}
 	for i, name := range names {
 		require.NoError(t, s.Set(ctx(t), k.key(name), []byte{byte(i)}, time.Minute))
@@ -178,7 +178,7 @@ func testKeysWithAnyBytes(t *testing.T, s pgkit.Store, k *keys) {
 	}
 }
 
-func testSetCopiesValue(t *testing.T, s pgkit.Store, k *keys) {
+func testSetCopiesValue(t *testing.T, s cache.Store, k *keys) {
 	key := k.key("a")
 	buf := []byte("original")
 	require.NoError(t, s.Set(ctx(t), key, buf, time.Minute))
@@ -186,7 +186,7 @@ func testSetCopiesValue(t *testing.T, s pgkit.Store, k *keys) {
 	requireValue(t, s, key, []byte("original"))
 }
 
-func testNegativeTTL(t *testing.T, s pgkit.Store, k *keys) {
+func testNegativeTTL(t *testing.T, s cache.Store, k *keys) {
 	key := k.key("a")
 	require.Error(t, s.Set(ctx(t), key, []byte("v"), -time.Second))
 	requireMiss(t, s, key)
@@ -195,7 +195,7 @@ func testNegativeTTL(t *testing.T, s pgkit.Store, k *keys) {
 // testConcurrent runs gets, sets and deletes of a few keys from many
 // goroutines (under -race in `make test`). Each value names its key, so a
 // get that returns another key's value, or a torn one, is caught.
-func testConcurrent(t *testing.T, s pgkit.Store, k *keys) {
+func testConcurrent(t *testing.T, s cache.Store, k *keys) {
 	const goroutines, ops, nkeys = 16, 300, 8
 	var ks []string
 	for i := range nkeys {
@@ -221,7 +221,7 @@ func testConcurrent(t *testing.T, s pgkit.Store, k *keys) {
 					got, err = s.Get(c, key)
 					if err == nil && !bytes.HasPrefix(got, []byte(key+"=")) {
 						err = fmt.Errorf("get %q returned %q", key, got)
-					} else if errors.Is(err, pgkit.ErrCacheMiss) {
+					} else if errors.Is(err, cache.ErrMiss) {
 						err = nil
 					}
 				}

@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -7,20 +7,21 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/pgkit-dev/pgkit/internal/storetest"
 	"github.com/stretchr/testify/require"
 )
 
 func TestMemoryStoreConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) pgkit.Store { return newMemoryStore(t, pgkit.MemoryStoreConfig{}) })
+	storetest.Run(t, func(t *testing.T) cache.Store { return newMemoryStore(t, cache.MemoryStoreConfig{}) })
 }
 
 func TestMemoryStoreBounded(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	value := make([]byte, 1000)
-	for name, cfg := range map[string]pgkit.MemoryStoreConfig{
+	for name, cfg := range map[string]cache.MemoryStoreConfig{
 		"entries": {MaxEntries: 100},
 		"bytes":   {MaxBytes: 100 * (1000 + 96 + 8)}, // about 100 entries of 1,000 bytes
 	} {
@@ -39,16 +40,19 @@ func TestMemoryStoreBounded(t *testing.T) {
 
 func TestMemoryStoreConfigRefused(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []pgkit.MemoryStoreConfig{{MaxEntries: -1}, {MaxBytes: -1}, {MaxEntries: 1, MaxBytes: 1}} {
-		_, err := pgkit.NewMemoryStore(cfg)
-		require.ErrorContains(t, err, "pgkit: invalid MemoryStoreConfig", "%+v", cfg)
+	for _, cfg := range []cache.MemoryStoreConfig{{MaxEntries: -1}, {MaxBytes: -1}, {MaxEntries: 1, MaxBytes: 1}} {
+		_, err := cache.NewMemoryStore(cfg)
+		var cfgErr *pgkit.ConfigError
+		require.ErrorAs(t, err, &cfgErr, "%+v", cfg)
+		require.Equal(t, "cache.MemoryStoreConfig", cfgErr.Struct)
+		require.ErrorContains(t, err, "pgkit: invalid cache.MemoryStoreConfig.", "%+v", cfg)
 	}
 }
 
 func TestMemoryStoreClose(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{})
+	s, err := cache.NewMemoryStore(cache.MemoryStoreConfig{})
 	require.NoError(t, err)
 	require.NoError(t, s.Set(ctx, "k", []byte("v"), time.Minute))
 	s.Close()

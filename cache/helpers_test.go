@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
+	"github.com/pgkit-dev/pgkit/cache/redisstore"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
-	"github.com/pgkit-dev/pgkit/redisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -118,9 +119,9 @@ func redisGlobEscape(s string) string {
 }
 
 // newMemoryStore returns a MemoryStore closed at cleanup.
-func newMemoryStore(t testing.TB, cfg pgkit.MemoryStoreConfig) *pgkit.MemoryStore {
+func newMemoryStore(t testing.TB, cfg cache.MemoryStoreConfig) *cache.MemoryStore {
 	t.Helper()
-	s, err := pgkit.NewMemoryStore(cfg)
+	s, err := cache.NewMemoryStore(cfg)
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
@@ -131,12 +132,12 @@ func newMemoryStore(t testing.TB, cfg pgkit.MemoryStoreConfig) *pgkit.MemoryStor
 // parallel test (one sends 1,000 GETs at once) on a small machine under
 // -race, and a test that expects a value in Redis must not see its SET
 // time out. TestCacheRedisDown is the one about StoreTimeout.
-func newCache[T any](t testing.TB, store pgkit.Store, cfg pgkit.CacheConfig) *pgkit.Cache[T] {
+func newCache[T any](t testing.TB, store cache.Store, cfg cache.Config) *cache.Cache[T] {
 	t.Helper()
 	if cfg.StoreTimeout == 0 {
 		cfg.StoreTimeout = 10 * time.Second
 	}
-	c, err := pgkit.NewCache[T](store, cfg)
+	c, err := cache.New[T](store, cfg)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return c
@@ -145,10 +146,10 @@ func newCache[T any](t testing.TB, store pgkit.Store, cfg pgkit.CacheConfig) *pg
 // storeKind is a Store a test runs against: the in-memory one or Redis.
 type storeKind struct {
 	name string
-	new  func(t *testing.T) pgkit.Store
+	new  func(t *testing.T) cache.Store
 }
 
 var storeKinds = []storeKind{
-	{"memory", func(t *testing.T) pgkit.Store { return newMemoryStore(t, pgkit.MemoryStoreConfig{}) }},
-	{"redis", func(t *testing.T) pgkit.Store { s, _ := newRedisStore(t); return s }},
+	{"memory", func(t *testing.T) cache.Store { return newMemoryStore(t, cache.MemoryStoreConfig{}) }},
+	{"redis", func(t *testing.T) cache.Store { s, _ := newRedisStore(t); return s }},
 }

@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
@@ -29,10 +30,10 @@ func TestCacheDashboardStats(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			reg := prometheus.NewPedanticRegistry()
-			cache := newCache[dashboardStats](t, kind.new(t), pgkit.CacheConfig{Name: "dashboard", Registerer: reg})
+			c := newCache[dashboardStats](t, kind.new(t), cache.Config{Name: "dashboard", Registerer: reg})
 			var loads atomic.Int64
 			get := func(tenant string) dashboardStats {
-				s, err := cache.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
+				s, err := c.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
 					loads.Add(1)
 					return queryDashboard(ctx, db, tenant)
 				})
@@ -52,8 +53,8 @@ func TestCacheDashboardStats(t *testing.T) {
 			a := get("acme")
 			require.Equal(t, [3]int64{40, 8, 40}, [3]int64{a.Users, a.Conversations, a.Messages}, "what seedDashboard made")
 
-			s := cache.Stats()
-			require.Equal(t, pgkit.CacheStats{Hits: 3, Misses: 2, Loads: 2, HitRatio: 3.0 / 5}, s)
+			s := c.Stats()
+			require.Equal(t, cache.Stats{Hits: 3, Misses: 2, Loads: 2, HitRatio: 3.0 / 5}, s)
 			g := gather(t, reg)
 			labels := func(result string) map[string]string {
 				return map[string]string{"cache": "dashboard", "result": result}
@@ -73,9 +74,9 @@ func TestCacheStoreKeyLayout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store, client := newRedisStore(t)
-	cache := newCache[dashboardStats](t, store, pgkit.CacheConfig{Name: "dash:board"})
+	c := newCache[dashboardStats](t, store, cache.Config{Name: "dash:board"})
 	want := dashboardStats{Users: 3}
-	_, err := cache.Tenant("acme").GetOrLoad(ctx, "dashboard_stats", func(context.Context) (dashboardStats, error) { return want, nil })
+	_, err := c.Tenant("acme").GetOrLoad(ctx, "dashboard_stats", func(context.Context) (dashboardStats, error) { return want, nil })
 	require.NoError(t, err)
 	raw, err := client.Get(ctx, store.Prefix()+`dash\:board:acme:dashboard_stats`).Result()
 	require.NoError(t, err)
@@ -91,7 +92,7 @@ func TestCacheStampede(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			const callers = 1000
-			cache := newCache[dashboardStats](t, kind.new(t), pgkit.CacheConfig{
+			c := newCache[dashboardStats](t, kind.new(t), cache.Config{
 				Name: "stampede",
 				// The callers share one GET, but on a loaded machine under
 				// -race that GET (a new connection's first) can take over the
@@ -115,7 +116,7 @@ func TestCacheStampede(t *testing.T) {
 			errs := make(chan error, callers)
 			for range callers {
 				wg.Go(func() {
-					v, err := cache.GetOrLoad(context.Background(), pgkit.Key("acme", "dashboard_stats"), load)
+					v, err := c.GetOrLoad(context.Background(), cache.Key("acme", "dashboard_stats"), load)
 					if err != nil {
 						errs <- err
 						return
@@ -127,7 +128,7 @@ func TestCacheStampede(t *testing.T) {
 			// the one load, which is blocked until release): let it finish. A
 			// caller that reaches the flight after it ended finds the value
 			// in the store, which the flight wrote before ending.
-			require.Eventually(t, func() bool { return cache.Stats().Misses == callers }, 60*time.Second, time.Millisecond)
+			require.Eventually(t, func() bool { return c.Stats().Misses == callers }, 60*time.Second, time.Millisecond)
 			close(release)
 			wg.Wait()
 			close(results)
@@ -142,7 +143,7 @@ func TestCacheStampede(t *testing.T) {
 			}
 			require.Equal(t, callers, n)
 			require.Equal(t, int64(1), loads.Load(), "load ran once for 1,000 callers")
-			s := cache.Stats()
+			s := c.Stats()
 			require.Equal(t, uint64(1), s.Loads)
 			require.Equal(t, uint64(callers), s.Misses)
 			require.Zero(t, s.Errors)
@@ -157,14 +158,14 @@ func TestCacheTTLExpiry(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cache := newCache[int](t, kind.new(t), pgkit.CacheConfig{Name: "ttl", TTL: 100 * time.Millisecond, TTLJitter: pgkit.Disabled})
+			c := newCache[int](t, kind.new(t), cache.Config{Name: "ttl", TTL: 100 * time.Millisecond, TTLJitter: pgkit.Disabled})
 			var loads atomic.Int64
 			load := func(context.Context) (int, error) { return int(loads.Add(1)), nil }
-			v, err := cache.GetOrLoad(ctx, "k", load)
+			v, err := c.GetOrLoad(ctx, "k", load)
 			require.NoError(t, err)
 			require.Equal(t, 1, v)
 			require.Eventually(t, func() bool {
-				v, err := cache.GetOrLoad(ctx, "k", load)
+				v, err := c.GetOrLoad(ctx, "k", load)
 				return err == nil && v == 2
 			}, 10*time.Second, 5*time.Millisecond, "the entry never expired")
 			require.Equal(t, int64(2), loads.Load(), "loaded again once, after expiry")
@@ -179,10 +180,10 @@ func TestCacheTTLJitter(t *testing.T) {
 	ctx := context.Background()
 	store, client := newRedisStore(t)
 	const ttl, jitter, keys = 10 * time.Minute, 2 * time.Minute, 200
-	cache := newCache[int](t, store, pgkit.CacheConfig{Name: "jitter", TTL: ttl, TTLJitter: jitter})
+	c := newCache[int](t, store, cache.Config{Name: "jitter", TTL: ttl, TTLJitter: jitter})
 	start := time.Now()
 	for i := range keys {
-		_, err := cache.GetOrLoad(ctx, fmt.Sprint(i), func(context.Context) (int, error) { return i, nil })
+		_, err := c.GetOrLoad(ctx, fmt.Sprint(i), func(context.Context) (int, error) { return i, nil })
 		require.NoError(t, err)
 	}
 	var lowest, highest time.Duration
@@ -202,6 +203,47 @@ func TestCacheTTLJitter(t *testing.T) {
 	require.Greater(t, highest-lowest, jitter/2, "the TTLs are spread by the jitter (%s..%s)", lowest, highest)
 }
 
+// TestCacheTTLJitterDefault: TTLJitter left at zero is TTL/10 (the TTLs
+// Redis holds are spread over [TTL, TTL+TTL/10]); pgkit.Disabled is none.
+func TestCacheTTLJitterDefault(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, client := newRedisStore(t)
+	const ttl, keys = 10 * time.Minute, 200
+	for _, tc := range []struct {
+		name   string
+		jitter time.Duration // the Config's
+		want   time.Duration // the range of extra lifetime expected
+	}{
+		{"default", 0, ttl / cache.DefaultTTLJitterDivisor},
+		{"disabled", pgkit.Disabled, 0},
+	} {
+		c := newCache[int](t, store, cache.Config{Name: "jitter-" + tc.name, TTL: ttl, TTLJitter: tc.jitter})
+		start := time.Now()
+		for i := range keys {
+			_, err := c.GetOrLoad(ctx, fmt.Sprint(i), func(context.Context) (int, error) { return i, nil })
+			require.NoError(t, err)
+		}
+		var lowest, highest time.Duration
+		for i := range keys {
+			pttl, err := client.PTTL(ctx, store.Prefix()+"jitter-"+tc.name+":"+fmt.Sprint(i)).Result()
+			require.NoError(t, err)
+			elapsed := time.Since(start) + time.Millisecond // PTTL counts whole milliseconds
+			require.GreaterOrEqual(t, pttl, ttl-elapsed, "%s: key %d", tc.name, i)
+			require.LessOrEqual(t, pttl, ttl+tc.want, "%s: key %d", tc.name, i)
+			if i == 0 || pttl < lowest {
+				lowest = pttl
+			}
+			highest = max(highest, pttl)
+		}
+		if tc.want > 0 {
+			// As in TestCacheTTLJitter: 200 uniform draws spread over more
+			// than half their range but with a negligible probability.
+			require.Greater(t, highest-lowest, tc.want/2, "%s: the TTLs are spread by TTL/10 (%s..%s)", tc.name, lowest, highest)
+		}
+	}
+}
+
 // TestCacheLoadErrors: an error is returned and not cached; a NotFound
 // error is cached for NegativeTTL; a panic becomes an error.
 func TestCacheLoadErrors(t *testing.T) {
@@ -212,7 +254,7 @@ func TestCacheLoadErrors(t *testing.T) {
 			ctx := context.Background()
 			errNoTenant := errors.New("no such tenant")
 			var logs lockedBuffer
-			cache := newCache[dashboardStats](t, kind.new(t), pgkit.CacheConfig{
+			c := newCache[dashboardStats](t, kind.new(t), cache.Config{
 				Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 				Name:   "errors", NotFound: errNoTenant, NegativeTTL: time.Minute,
 			})
@@ -220,7 +262,7 @@ func TestCacheLoadErrors(t *testing.T) {
 
 			errDown := errors.New("database down")
 			for range 2 {
-				_, err := cache.GetOrLoad(ctx, "a", func(context.Context) (dashboardStats, error) {
+				_, err := c.GetOrLoad(ctx, "a", func(context.Context) (dashboardStats, error) {
 					loads.Add(1)
 					return dashboardStats{}, fmt.Errorf("loading: %w", errDown)
 				})
@@ -229,7 +271,7 @@ func TestCacheLoadErrors(t *testing.T) {
 			require.Equal(t, int64(2), loads.Load(), "an error is not cached")
 
 			for range 3 {
-				_, err := cache.GetOrLoad(ctx, "ghost", func(context.Context) (dashboardStats, error) {
+				_, err := c.GetOrLoad(ctx, "ghost", func(context.Context) (dashboardStats, error) {
 					loads.Add(1)
 					return dashboardStats{}, fmt.Errorf("tenant ghost: %w", errNoTenant)
 				})
@@ -237,18 +279,18 @@ func TestCacheLoadErrors(t *testing.T) {
 			}
 			require.Equal(t, int64(3), loads.Load(), "not found is cached")
 
-			_, err := cache.GetOrLoad(ctx, "boom", func(context.Context) (dashboardStats, error) { panic("load bug") })
+			_, err := c.GetOrLoad(ctx, "boom", func(context.Context) (dashboardStats, error) { panic("load bug") })
 			require.ErrorContains(t, err, `pgkit: cache "errors": load panicked: load bug`)
 			require.NotContains(t, err.Error(), "goroutine", "the stack goes to the log, not into every caller's error")
 			require.NotContains(t, err.Error(), ".go:")
 			require.Contains(t, logs.String(), "goroutine", "the stack is logged once")
 
-			s := cache.Stats()
+			s := c.Stats()
 			require.Equal(t, uint64(4), s.Loads)
 			require.Equal(t, uint64(4), s.LoadErrors)
 			require.Equal(t, uint64(2), s.Hits, "the two cached not-founds")
 
-			_, err = cache.GetOrLoad(ctx, "nil-loader", nil)
+			_, err = c.GetOrLoad(ctx, "nil-loader", nil)
 			require.ErrorContains(t, err, "load is nil")
 		})
 	}
@@ -258,7 +300,7 @@ func TestCacheLoadErrors(t *testing.T) {
 // load goes on for the others, and its value is stored.
 func TestCacheLoadOutlivesLeaver(t *testing.T) {
 	t.Parallel()
-	cache := newCache[int](t, newMemoryStore(t, pgkit.MemoryStoreConfig{}), pgkit.CacheConfig{Name: "leaver"})
+	c := newCache[int](t, newMemoryStore(t, cache.MemoryStoreConfig{}), cache.Config{Name: "leaver"})
 	started, release := make(chan struct{}), make(chan struct{})
 	var startOnce sync.Once
 	var loadErr atomic.Pointer[error]
@@ -273,22 +315,22 @@ func TestCacheLoadOutlivesLeaver(t *testing.T) {
 	leaverCtx, leave := context.WithCancel(context.Background())
 	leaverDone := make(chan error)
 	go func() {
-		_, err := cache.GetOrLoad(leaverCtx, "k", load)
+		_, err := c.GetOrLoad(leaverCtx, "k", load)
 		leaverDone <- err
 	}()
 	<-started
 	stayerDone := make(chan int)
 	go func() {
-		v, _ := cache.GetOrLoad(context.Background(), "k", load)
+		v, _ := c.GetOrLoad(context.Background(), "k", load)
 		stayerDone <- v
 	}()
-	require.Eventually(t, func() bool { return cache.Stats().Misses == 2 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Misses == 2 }, 10*time.Second, time.Millisecond)
 	leave()
 	require.ErrorIs(t, <-leaverDone, context.Canceled, "the leaver stops waiting at once")
 	close(release)
 	require.Equal(t, 42, <-stayerDone)
 	require.Nil(t, loadErr.Load(), "the load's context was not canceled with the leaver's")
-	v, err := cache.GetOrLoad(context.Background(), "k", func(context.Context) (int, error) { return 0, errors.New("not again") })
+	v, err := c.GetOrLoad(context.Background(), "k", func(context.Context) (int, error) { return 0, errors.New("not again") })
 	require.NoError(t, err)
 	require.Equal(t, 42, v)
 }
@@ -299,32 +341,32 @@ func TestCacheLocalTier(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store, client := newRedisStore(t)
-	cache := newCache[string](t, store, pgkit.CacheConfig{Name: "tiered", LocalTTL: time.Hour})
+	c := newCache[string](t, store, cache.Config{Name: "tiered", LocalTTL: time.Hour})
 	var loads atomic.Int64
 	load := func(context.Context) (string, error) { return fmt.Sprint("v", loads.Add(1)), nil }
 
-	v, err := cache.GetOrLoad(ctx, "k", load)
+	v, err := c.GetOrLoad(ctx, "k", load)
 	require.NoError(t, err)
 	require.Equal(t, "v1", v)
 	// Take Redis's copy away behind the cache's back: the local tier still answers.
 	require.NoError(t, client.Del(ctx, store.Prefix()+"tiered:k").Err())
-	v, err = cache.GetOrLoad(ctx, "k", load)
+	v, err = c.GetOrLoad(ctx, "k", load)
 	require.NoError(t, err)
 	require.Equal(t, "v1", v)
-	require.Equal(t, uint64(1), cache.Stats().LocalHits)
+	require.Equal(t, uint64(1), c.Stats().LocalHits)
 
-	require.NoError(t, cache.Delete(ctx, "k"))
-	v, err = cache.GetOrLoad(ctx, "k", load)
+	require.NoError(t, c.Delete(ctx, "k"))
+	v, err = c.GetOrLoad(ctx, "k", load)
 	require.NoError(t, err)
 	require.Equal(t, "v2", v, "Delete clears the local tier too")
 
 	// A second process's cache (same store, same name) fills its tier from Redis.
-	other := newCache[string](t, store, pgkit.CacheConfig{Name: "tiered", LocalTTL: 50 * time.Millisecond})
+	other := newCache[string](t, store, cache.Config{Name: "tiered", LocalTTL: 50 * time.Millisecond})
 	v, err = other.GetOrLoad(ctx, "k", load)
 	require.NoError(t, err)
 	require.Equal(t, "v2", v)
 	require.Equal(t, uint64(1), other.Stats().Hits)
-	require.NoError(t, cache.Delete(ctx, "k")) // "this" process invalidates
+	require.NoError(t, c.Delete(ctx, "k")) // "this" process invalidates
 	require.NoError(t, client.Set(ctx, store.Prefix()+"tiered:k", `v"v3"`, time.Hour).Err())
 	require.Eventually(t, func() bool {
 		v, err := other.GetOrLoad(ctx, "k", load)
@@ -339,17 +381,17 @@ func TestCacheUndecodableEntry(t *testing.T) {
 	ctx := context.Background()
 	store, client := newRedisStore(t)
 	rec := &logRecorder{}
-	cache := newCache[dashboardStats](t, store, pgkit.CacheConfig{Name: "dash", Logger: slog.New(rec)})
+	c := newCache[dashboardStats](t, store, cache.Config{Name: "dash", Logger: slog.New(rec)})
 	for _, garbage := range []string{`{"users":1}`, `vnot json`, ``} {
 		require.NoError(t, client.Set(ctx, store.Prefix()+"dash:k", garbage, time.Hour).Err())
-		v, err := cache.GetOrLoad(ctx, "k", func(context.Context) (dashboardStats, error) { return dashboardStats{Users: 9}, nil })
+		v, err := c.GetOrLoad(ctx, "k", func(context.Context) (dashboardStats, error) { return dashboardStats{Users: 9}, nil })
 		require.NoError(t, err)
 		require.Equal(t, dashboardStats{Users: 9}, v)
 		raw, err := client.Get(ctx, store.Prefix()+"dash:k").Result()
 		require.NoError(t, err)
 		require.True(t, strings.HasPrefix(raw, `v{"users":9`), raw)
 	}
-	require.Equal(t, uint64(3), cache.Stats().Errors)
+	require.Equal(t, uint64(3), c.Stats().Errors)
 	_, logged := rec.find("pgkit: cache entry could not be decoded")
 	require.True(t, logged)
 }
@@ -359,14 +401,14 @@ func TestCacheCodec(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store, client := newRedisStore(t)
-	cache := newCache[string](t, store, pgkit.CacheConfig{Name: "codec", Codec: upperCodec{}})
-	v, err := cache.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "hello", nil })
+	c := newCache[string](t, store, cache.Config{Name: "codec", Codec: upperCodec{}})
+	v, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "hello", nil })
 	require.NoError(t, err)
 	require.Equal(t, "hello", v)
 	raw, err := client.Get(ctx, store.Prefix()+"codec:k").Result()
 	require.NoError(t, err)
 	require.Equal(t, "vHELLO", raw)
-	v, err = cache.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "", errors.New("not a hit") })
+	v, err = c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "", errors.New("not a hit") })
 	require.NoError(t, err)
 	require.Equal(t, "hello", v)
 }
@@ -387,9 +429,9 @@ func TestCacheMetricsRegistry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	reg := prometheus.NewPedanticRegistry()
-	store := newMemoryStore(t, pgkit.MemoryStoreConfig{})
-	a := newCache[int](t, store, pgkit.CacheConfig{Name: "a", Registerer: reg})
-	b := newCache[int](t, store, pgkit.CacheConfig{Name: "b", Registerer: reg})
+	store := newMemoryStore(t, cache.MemoryStoreConfig{})
+	a := newCache[int](t, store, cache.Config{Name: "a", Registerer: reg})
+	b := newCache[int](t, store, cache.Config{Name: "b", Registerer: reg})
 	one := func(context.Context) (int, error) { return 1, nil }
 	two := func(context.Context) (int, error) { return 2, nil }
 	for range 3 {
@@ -406,29 +448,30 @@ func TestCacheMetricsRegistry(t *testing.T) {
 	require.Equal(t, 2.0, g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "a", "result": "hit"}))
 	require.Equal(t, 1.0, g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "b", "result": "miss"}))
 
-	_, err = pgkit.NewCache[int](store, pgkit.CacheConfig{Name: "a", Registerer: reg})
+	_, err = cache.New[int](store, cache.Config{Name: "a", Registerer: reg})
 	var cfgErr *pgkit.ConfigError
 	require.ErrorAs(t, err, &cfgErr)
+	require.Equal(t, "cache.Config", cfgErr.Struct)
 	require.Equal(t, "Name", cfgErr.Field)
-	require.ErrorContains(t, err, `pgkit: invalid CacheConfig.Name: metrics of a cache named "a" are already registered`)
+	require.ErrorContains(t, err, `pgkit: invalid cache.Config.Name: metrics of a cache named "a" are already registered`)
 
 	a.Close()
 	a.Close() // twice is fine
-	again := newCache[int](t, store, pgkit.CacheConfig{Name: "a", Registerer: reg})
+	again := newCache[int](t, store, cache.Config{Name: "a", Registerer: reg})
 	v, err = again.GetOrLoad(ctx, "k", two)
 	require.NoError(t, err)
 	require.Equal(t, 1, v, "the store kept the value")
 
-	none := newCache[int](t, store, pgkit.CacheConfig{Name: "a"})
+	none := newCache[int](t, store, cache.Config{Name: "a"})
 	_, err = none.GetOrLoad(ctx, "k", one)
 	require.NoError(t, err)
 }
 
 func TestCacheConfigRefused(t *testing.T) {
 	t.Parallel()
-	store := newMemoryStore(t, pgkit.MemoryStoreConfig{})
+	store := newMemoryStore(t, cache.MemoryStoreConfig{})
 	errNF := errors.New("not found")
-	for field, cfg := range map[string]pgkit.CacheConfig{
+	for field, cfg := range map[string]cache.Config{
 		"Name":             {},
 		"TTL":              {Name: "x", TTL: -time.Second},
 		"TTLJitter":        {Name: "x", TTLJitter: -2},
@@ -441,15 +484,16 @@ func TestCacheConfigRefused(t *testing.T) {
 		"NotFound":         {Name: "x", NotFound: errNF},
 		"ErrorLogInterval": {Name: "x", ErrorLogInterval: -time.Second},
 	} {
-		_, err := pgkit.NewCache[int](store, cfg)
+		_, err := cache.New[int](store, cfg)
 		var cfgErr *pgkit.ConfigError
 		require.ErrorAs(t, err, &cfgErr, field)
+		require.Equal(t, "cache.Config", cfgErr.Struct, field)
 		require.Equal(t, field, cfgErr.Field)
-		require.True(t, strings.HasPrefix(err.Error(), "pgkit: invalid CacheConfig."+field+": "), err.Error())
+		require.True(t, strings.HasPrefix(err.Error(), "pgkit: invalid cache.Config."+field+": "), err.Error())
 	}
-	_, err := pgkit.NewCache[int](nil, pgkit.CacheConfig{Name: "x"})
-	require.ErrorContains(t, err, "pgkit: NewCache: the store is nil")
-	c := newCache[int](t, store, pgkit.CacheConfig{Name: "x",
+	_, err := cache.New[int](nil, cache.Config{Name: "x"})
+	require.ErrorContains(t, err, "pgkit: cache.New: the store is nil")
+	c := newCache[int](t, store, cache.Config{Name: "x",
 		StoreTimeout: pgkit.Disabled, TTLJitter: pgkit.Disabled, LoadTimeout: pgkit.Disabled, StoreBackoff: pgkit.Disabled})
 	v, err := c.GetOrLoad(context.Background(), "k", func(context.Context) (int, error) { return 5, nil })
 	require.NoError(t, err)
@@ -471,7 +515,7 @@ func TestCacheConcurrentUse(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			for _, local := range []time.Duration{0, 20 * time.Millisecond} {
-				cache := newCache[entry](t, kind.new(t), pgkit.CacheConfig{
+				c := newCache[entry](t, kind.new(t), cache.Config{
 					Name: "concurrent", TTL: 50 * time.Millisecond, LocalTTL: local, StoreTimeout: 10 * time.Second,
 				})
 				var version atomic.Int64
@@ -480,15 +524,15 @@ func TestCacheConcurrentUse(t *testing.T) {
 				for g := range 32 {
 					wg.Go(func() {
 						for i := range 100 {
-							key := pgkit.Key(fmt.Sprint("tenant", (g+i)%3), fmt.Sprint("k", i%5))
+							key := cache.Key(fmt.Sprint("tenant", (g+i)%3), fmt.Sprint("k", i%5))
 							if i%7 == 0 {
-								if err := cache.Delete(ctx, key, pgkit.Key("tenant0", "k0")); err != nil {
+								if err := c.Delete(ctx, key, cache.Key("tenant0", "k0")); err != nil {
 									errs <- err
 									return
 								}
 								continue
 							}
-							v, err := cache.GetOrLoad(ctx, key, func(context.Context) (entry, error) {
+							v, err := c.GetOrLoad(ctx, key, func(context.Context) (entry, error) {
 								return entry{Key: key, Version: version.Add(1)}, nil
 							})
 							if err == nil && v.Key != key {
@@ -506,7 +550,7 @@ func TestCacheConcurrentUse(t *testing.T) {
 				for err := range errs {
 					require.NoError(t, err)
 				}
-				s := cache.Stats()
+				s := c.Stats()
 				require.Equal(t, uint64(32*100-32*15), s.Hits+s.Misses+s.Errors)
 				require.Zero(t, s.StoreErrors)
 			}
@@ -519,19 +563,19 @@ func TestCacheConcurrentUse(t *testing.T) {
 // Not parallel: AllocsPerRun refuses parallel tests.
 func TestCacheHitAllocations(t *testing.T) {
 	ctx := context.Background()
-	cache := newCache[int](t, newMemoryStore(t, pgkit.MemoryStoreConfig{}), pgkit.CacheConfig{
+	c := newCache[int](t, newMemoryStore(t, cache.MemoryStoreConfig{}), cache.Config{
 		Name: "allocs", Codec: byteCodec{}, Registerer: prometheus.NewRegistry(),
 	})
 	load := func(context.Context) (int, error) { return 7, nil }
-	_, err := cache.GetOrLoad(ctx, "k", load)
+	_, err := c.GetOrLoad(ctx, "k", load)
 	require.NoError(t, err)
 	allocs := testing.AllocsPerRun(1000, func() {
-		if v, err := cache.GetOrLoad(ctx, "k", load); err != nil || v != 7 {
+		if v, err := c.GetOrLoad(ctx, "k", load); err != nil || v != 7 {
 			panic("not a hit")
 		}
 	})
 	require.LessOrEqual(t, allocs, 2.0, "the key (name prefix + key) and the value decoded into")
-	require.Equal(t, uint64(1001), cache.Stats().Hits)
+	require.Equal(t, uint64(1001), c.Stats().Hits)
 }
 
 // byteCodec stores a small int as one byte, without allocating.

@@ -1,19 +1,20 @@
-// Package redisstore is a pgkit.Store in Redis, over go-redis v9. Only
-// services that import this package compile go-redis; pgkit itself does not
-// depend on it.
+// Package redisstore is a cache.Store (package
+// github.com/pgkit-dev/pgkit/cache) in Redis, over go-redis v9. Only
+// services that import this package compile go-redis: neither pgkit nor
+// pgkit/cache imports it.
 //
 //	opts, err := redis.ParseURL(os.Getenv("REDIS_URL"))
 //	if err != nil {
 //		return err
 //	}
-//	opts.ContextTimeoutEnabled = true // so that CacheConfig.StoreTimeout bounds every call
+//	opts.ContextTimeoutEnabled = true // so that cache.Config.StoreTimeout bounds every call
 //	client := redis.NewClient(opts)
 //	defer client.Close()
 //	store, err := redisstore.New(client, "myapp:cache:")
 //	if err != nil {
 //		return err
 //	}
-//	stats, err := pgkit.NewCache[DashboardStats](store, pgkit.CacheConfig{Name: "dashboard_stats"})
+//	stats, err := cache.New[DashboardStats](store, cache.Config{Name: "dashboard_stats"})
 //
 // A standalone client (redis.NewClient), a Sentinel one
 // (redis.NewFailoverClient) and a Cluster one (redis.NewClusterClient) all
@@ -26,11 +27,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/redis/go-redis/v9"
 )
 
-// Store is a pgkit.Store in Redis. It is safe for concurrent use. It does
+// Store is a cache.Store in Redis. It is safe for concurrent use. It does
 // not own the client: close the client yourself when done.
 type Store struct {
 	client redis.UniversalClient
@@ -49,7 +50,7 @@ type Store struct {
 // without ContextTimeoutEnabled: such a client ignores context deadlines on
 // the socket and waits for its ReadTimeout (3s by default) instead, so a
 // Redis that stops answering would hold every cache call that long instead
-// of CacheConfig.StoreTimeout (50ms). Other implementations of
+// of cache.Config.StoreTimeout (50ms). Other implementations of
 // redis.UniversalClient must honour context deadlines the same way.
 func New(client redis.UniversalClient, prefix string) (*Store, error) {
 	if client == nil {
@@ -69,18 +70,18 @@ func New(client redis.UniversalClient, prefix string) (*Store, error) {
 	}
 	if !deadlines {
 		return nil, errors.New("pgkit: redisstore.New: the client was created without ContextTimeoutEnabled, " +
-			"so it would wait ReadTimeout (3s by default) for a Redis that stops answering instead of CacheConfig.StoreTimeout; " +
+			"so it would wait ReadTimeout (3s by default) for a Redis that stops answering instead of cache.Config.StoreTimeout; " +
 			"set ContextTimeoutEnabled: true in its options")
 	}
 	return s, nil
 }
 
 // Get returns the value of prefix+key, or an error matching
-// pgkit.ErrCacheMiss when there is none.
+// cache.ErrMiss when there is none.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	b, err := s.client.Get(ctx, s.prefix+key).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return nil, pgkit.ErrCacheMiss
+		return nil, cache.ErrMiss
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pgkit: redisstore: GET: %w", err)

@@ -1,8 +1,7 @@
-package pgkit
+package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -17,73 +16,11 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ErrCacheMiss is what a Store's Get returns when it holds nothing for the
-// key (match it with errors.Is).
-var ErrCacheMiss = errors.New("pgkit: cache miss")
-
-// Store is where a Cache keeps its encoded values: NewMemoryStore in this
-// process, redisstore.New in Redis. Every method must honour ctx's deadline,
-// which is how CacheConfig.StoreTimeout bounds a store that stops answering,
-// and must be safe for concurrent use.
-type Store interface {
-	// Get returns the value stored under key, or an error matching
-	// ErrCacheMiss when there is none (or it expired). The caller must not
-	// modify the returned slice.
-	Get(ctx context.Context, key string) ([]byte, error)
-	// Set stores value under key for ttl; ttl 0 means no expiry. It must
-	// not keep value after it returns: the caller may reuse it.
-	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
-	// Delete removes the keys, in one round trip where the store has round
-	// trips. Keys that are not there are not an error.
-	Delete(ctx context.Context, keys ...string) error
-}
-
-// Codec turns cached values into bytes and back. Unmarshal must not keep
-// data after it returns (the slice may be the store's own).
-type Codec interface {
-	Marshal(v any) ([]byte, error)
-	Unmarshal(data []byte, v any) error
-}
-
-// JSONCodec is the default Codec: encoding/json.
-type JSONCodec struct{}
-
-// Marshal is json.Marshal.
-func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-// Unmarshal is json.Unmarshal.
-func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
-
-// CacheStats are a Cache's counters since NewCache.
-type CacheStats struct {
-	// Hits are GetOrLoad calls answered from the cache, without a load
-	// ("not found" markers included).
-	Hits uint64
-	// LocalHits are the Hits answered by the local tier.
-	LocalHits uint64
-	// Misses are GetOrLoad calls that found nothing and loaded (or waited
-	// for another caller's load of the same key).
-	Misses uint64
-	// Errors are GetOrLoad calls whose store lookup failed (error, timeout,
-	// or an entry the codec could not decode), or was skipped because the
-	// store failed less than StoreBackoff ago, and that loaded instead.
-	Errors uint64
-	// Loads are calls of a load function: one per key however many callers
-	// waited for it.
-	Loads uint64
-	// LoadErrors are loads that returned an error (or panicked).
-	LoadErrors uint64
-	// StoreErrors are failed store calls: gets, sets and deletes.
-	StoreErrors uint64
-	// HitRatio is Hits / (Hits + Misses + Errors); 0 before any call.
-	HitRatio float64
-}
-
 // Cache is a cache-aside cache of values of type T over a Store, for the
 // results of frequent queries. It is safe for concurrent use. Make one per
-// kind of value with NewCache, and Close it when done.
+// kind of value with New, and Close it when done.
 type Cache[T any] struct {
-	cfg    CacheConfig
+	cfg    Config
 	store  Store
 	mem    *MemoryStore // store, when it is a MemoryStore (no timeout, no copy)
 	local  *MemoryStore // the local tier; nil without LocalTTL
@@ -91,7 +28,7 @@ type Cache[T any] struct {
 
 	flights singleflight.Group // the memory store's loads
 	remote  flightGroup[T]     // a remote store's lookups and loads
-	seed    maphash.Seed
+	slotKey maphash.Seed       // hashes store keys to epoch slots
 	// epochs counts deletions per slot of keys (by hash), so that a load
 	// that was running when its key was invalidated does not store what it
 	// read before the change.
@@ -120,21 +57,22 @@ const (
 
 var notFoundMarker = []byte{kindNotFound}
 
-// NewCache returns a Cache of T over store. It refuses a bad config with a
-// *ConfigError whose Field names the CacheConfig field.
-func NewCache[T any](store Store, cfg CacheConfig) (*Cache[T], error) {
+// New returns a Cache of T over store. It refuses a bad config with a
+// *pgkit.ConfigError whose Struct is "cache.Config" and whose Field names
+// the field.
+func New[T any](store Store, cfg Config) (*Cache[T], error) {
 	if store == nil {
-		return nil, errors.New("pgkit: NewCache: the store is nil")
+		return nil, errors.New("pgkit: cache.New: the store is nil")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	c := &Cache[T]{
-		cfg:    cfg,
-		store:  store,
-		prefix: Key(cfg.Name) + ":",
-		seed:   maphash.MakeSeed(),
-		log:    cfg.Logger,
+		cfg:     cfg,
+		store:   store,
+		prefix:  Key(cfg.Name) + ":",
+		slotKey: maphash.MakeSeed(),
+		log:     cfg.Logger,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -165,7 +103,7 @@ func NewCache[T any](store Store, cfg CacheConfig) (*Cache[T], error) {
 // gets a context that keeps the first caller's values but not its
 // cancellation, bounded by LoadTimeout. An error from load is returned to
 // every waiting caller and not cached, unless it matches
-// CacheConfig.NotFound.
+// Config.NotFound.
 //
 // The store never makes GetOrLoad fail: a store that errors or does not
 // answer within StoreTimeout is treated as a miss, and left alone for
@@ -181,8 +119,8 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 // getOrLoad is GetOrLoad of the store key skey.
 func (c *Cache[T]) getOrLoad(ctx context.Context, skey string, load func(ctx context.Context) (T, error)) (T, error) {
 	if c.local != nil {
-		if e, ok := c.local.c.GetIfPresent(skey); ok {
-			if v, err, ok := c.decode(e.data); ok {
+		if b, ok := c.local.get(skey); ok {
+			if v, err, ok := c.decode(b); ok {
 				c.hit(true)
 				return v, err
 			}
@@ -197,7 +135,7 @@ func (c *Cache[T]) getOrLoad(ctx context.Context, skey string, load func(ctx con
 	}
 	storeOK := true
 	b, err := c.storeGet(ctx, skey)
-	if err == nil || errors.Is(err, ErrCacheMiss) {
+	if err == nil || errors.Is(err, ErrMiss) {
 		c.storeUp()
 	}
 	switch {
@@ -211,7 +149,7 @@ func (c *Cache[T]) getOrLoad(ctx context.Context, skey string, load func(ctx con
 		}
 		c.requestError()
 		c.logLimited("decode", errUndecodable)
-	case errors.Is(err, ErrCacheMiss):
+	case errors.Is(err, ErrMiss):
 		c.miss()
 	default:
 		if ctx.Err() != nil {
@@ -263,7 +201,7 @@ func (c *Cache[T]) loadAndStore(parent context.Context, skey string, load func(c
 			if _, _, ok := c.decode(b); ok {
 				return b, nil
 			}
-		case !errors.Is(err, ErrCacheMiss):
+		case !errors.Is(err, ErrMiss):
 			c.storeFailed("get", err)
 			storeOK = false
 		}
@@ -318,7 +256,7 @@ func (c *Cache[T]) runLoad(ctx context.Context, load func(context.Context) (T, e
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("pgkit: cache %q: load panicked: %v", c.cfg.Name, p)
-			alertLogger(c.cfg.Logger).LogAttrs(ctx, slog.LevelError, "pgkit: cache load panicked", slog.String("cache", c.cfg.Name),
+			panicLogger(c.cfg.Logger).LogAttrs(ctx, slog.LevelError, "pgkit: cache load panicked", slog.String("cache", c.cfg.Name),
 				slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 		}
 	}()
@@ -341,7 +279,7 @@ func (c *Cache[T]) put(ctx context.Context, skey string, b []byte, ttl time.Dura
 	}
 	if c.epoch(skey) != epoch { // a Delete ran between the check and the Set
 		if c.local != nil {
-			c.local.c.Invalidate(skey)
+			c.local.remove(skey)
 		}
 		if err := c.storeDelete(ctx, skey); err != nil {
 			c.storeFailed("delete", err)
@@ -364,7 +302,7 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		c.flights.Forget(skeys[i])
 		c.remote.forget(skeys[i])
 		if c.local != nil {
-			c.local.c.Invalidate(skeys[i])
+			c.local.remove(skeys[i])
 		}
 	}
 	if err := c.storeDelete(ctx, skeys...); err != nil {
@@ -374,37 +312,27 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	return nil
 }
 
+// OnCommitter is what InvalidateOnCommit needs of a transaction: a pgkit.Tx
+// is one.
+type OnCommitter interface {
+	// OnCommit registers fn to run after the outermost transaction commits.
+	OnCommit(fn func(ctx context.Context))
+}
+
 // InvalidateOnCommit deletes the keys after tx's outermost transaction
-// commits (through tx.OnCommit), before InTx returns; never after a
-// rollback, nor when tx is a savepoint that rolled back. The delete gets the
-// transaction's context without its cancellation, bounded by StoreTimeout;
-// a failure is counted and logged.
-func (c *Cache[T]) InvalidateOnCommit(tx Tx, keys ...string) {
+// commits (through tx.OnCommit): with a pgkit.Tx, before pgkit.InTx returns;
+// never after a rollback, nor when tx is a savepoint that rolled back. The
+// delete gets the transaction's context without its cancellation, bounded
+// by StoreTimeout; a failure is counted and logged.
+func (c *Cache[T]) InvalidateOnCommit(tx OnCommitter, keys ...string) {
 	if tx == nil {
-		c.log.Error("pgkit: Cache.InvalidateOnCommit called with a nil Tx; nothing will be invalidated", "cache", c.cfg.Name)
+		c.log.Error("pgkit: Cache.InvalidateOnCommit called with a nil transaction; nothing will be invalidated", "cache", c.cfg.Name)
 		return
 	}
 	keys = slices.Clone(keys)
 	tx.OnCommit(func(ctx context.Context) {
 		_ = c.Delete(context.WithoutCancel(ctx), keys...)
 	})
-}
-
-// Stats returns the cache's counters.
-func (c *Cache[T]) Stats() CacheStats {
-	s := CacheStats{
-		Hits:        c.hits.Load(),
-		LocalHits:   c.localHits.Load(),
-		Misses:      c.misses.Load(),
-		Errors:      c.errs.Load(),
-		Loads:       c.loads.Load(),
-		LoadErrors:  c.loadErrs.Load(),
-		StoreErrors: c.storeErrs.Load(),
-	}
-	if total := s.Hits + s.Misses + s.Errors; total > 0 {
-		s.HitRatio = float64(s.Hits) / float64(total)
-	}
-	return s
 }
 
 // Close releases the local tier and unregisters the metrics, so a cache of
@@ -460,7 +388,7 @@ func (c *Cache[T]) localTTL(b []byte) time.Duration {
 }
 
 func (c *Cache[T]) slot(skey string) int {
-	return int(maphash.String(c.seed, skey) % epochSlots)
+	return int(maphash.String(c.slotKey, skey) % epochSlots)
 }
 
 func (c *Cache[T]) epoch(skey string) uint64 { return c.epochs[c.slot(skey)].Load() }
@@ -481,4 +409,13 @@ func (c *Cache[T]) miss() {
 func (c *Cache[T]) requestError() {
 	c.errs.Add(1)
 	c.m.request(cacheError)
+}
+
+// panicLogger is where a panicking load's stack goes: logger, else
+// slog.Default() as it is now.
+func panicLogger(logger *slog.Logger) *slog.Logger {
+	if logger != nil {
+		return logger
+	}
+	return slog.Default()
 }

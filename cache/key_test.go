@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -8,15 +8,16 @@ import (
 	"testing"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/stretchr/testify/require"
 )
 
 func TestKeyEncoding(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "acme:dashboard_stats", pgkit.Key("acme", "dashboard_stats"))
-	require.Equal(t, "acme", pgkit.Key("acme"))
-	require.Equal(t, `a\:b:c`, pgkit.Key("a:b", "c"))
-	require.Equal(t, `a:b\:c`, pgkit.Key("a", "b:c"))
+	require.Equal(t, "acme:dashboard_stats", cache.Key("acme", "dashboard_stats"))
+	require.Equal(t, "acme", cache.Key("acme"))
+	require.Equal(t, `a\:b:c`, cache.Key("a:b", "c"))
+	require.Equal(t, `a:b\:c`, cache.Key("a", "b:c"))
 
 	pairs := [][2][]string{
 		{{"a:b", "c"}, {"a", "b:c"}},
@@ -29,7 +30,7 @@ func TestKeyEncoding(t *testing.T) {
 		{{"t1", "x"}, {"t", "1:x"}},
 	}
 	for _, p := range pairs {
-		require.NotEqual(t, pgkit.Key(p[0][0], p[0][1:]...), pgkit.Key(p[1][0], p[1][1:]...), "%q vs %q", p[0], p[1])
+		require.NotEqual(t, cache.Key(p[0][0], p[0][1:]...), cache.Key(p[1][0], p[1][1:]...), "%q vs %q", p[0], p[1])
 	}
 }
 
@@ -52,7 +53,7 @@ func TestKeyInjective(t *testing.T) {
 		for i := range parts {
 			parts[i] = word()
 		}
-		key := pgkit.Key(parts[0], parts[1:]...)
+		key := cache.Key(parts[0], parts[1:]...)
 		require.Equal(t, parts, decodeKey(key), "key %q", key)
 		require.True(t, strings.HasPrefix(key, strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(parts[0])),
 			"a key starts with its tenant")
@@ -77,47 +78,47 @@ func decodeKey(key string) []string {
 	return append(parts, cur.String())
 }
 
-// TestTenantCacheIsolation: tenant A's cache never returns tenant B's
+// TestTenantIsolation: tenant A's cache never returns tenant B's
 // value, even for keys built to collide naively.
-func TestTenantCacheIsolation(t *testing.T) {
+func TestTenantIsolation(t *testing.T) {
 	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cache := newCache[string](t, kind.new(t), pgkit.CacheConfig{Name: "tenants"})
+			c := newCache[string](t, kind.new(t), cache.Config{Name: "tenants"})
 			var loaded []string
 			load := func(v string) func(context.Context) (string, error) {
 				return func(context.Context) (string, error) { loaded = append(loaded, v); return v, nil }
 			}
 			// Naive "tenant:key" would make both "a:b:c".
-			va, err := cache.Tenant("a:b").GetOrLoad(ctx, "c", load("value of tenant a:b"))
+			va, err := c.Tenant("a:b").GetOrLoad(ctx, "c", load("value of tenant a:b"))
 			require.NoError(t, err)
-			vb, err := cache.Tenant("a").GetOrLoad(ctx, "b:c", load("value of tenant a"))
+			vb, err := c.Tenant("a").GetOrLoad(ctx, "b:c", load("value of tenant a"))
 			require.NoError(t, err)
 			require.Equal(t, "value of tenant a:b", va)
 			require.Equal(t, "value of tenant a", vb)
 
 			for _, tenant := range []string{"acme", "globex"} {
-				_, err := cache.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", load(tenant+"'s stats"))
+				_, err := c.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", load(tenant+"'s stats"))
 				require.NoError(t, err)
 			}
 			for _, tenant := range []string{"acme", "globex"} {
-				v, err := cache.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", load("not a hit"))
+				v, err := c.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", load("not a hit"))
 				require.NoError(t, err)
 				require.Equal(t, tenant+"'s stats", v)
 			}
-			require.NoError(t, cache.Tenant("acme").Delete(ctx, "dashboard_stats"))
-			v, err := cache.Tenant("globex").GetOrLoad(ctx, "dashboard_stats", load("not a hit"))
+			require.NoError(t, c.Tenant("acme").Delete(ctx, "dashboard_stats"))
+			v, err := c.Tenant("globex").GetOrLoad(ctx, "dashboard_stats", load("not a hit"))
 			require.NoError(t, err)
 			require.Equal(t, "globex's stats", v, "deleting acme's entry left globex's")
 			require.False(t, slices.Contains(loaded, "not a hit"))
-			require.Equal(t, pgkit.Key("acme", "x", "y"), cache.Tenant("acme").Key("x", "y"))
+			require.Equal(t, cache.Key("acme", "x", "y"), c.Tenant("acme").Key("x", "y"))
 
-			_, err = cache.Tenant("").GetOrLoad(ctx, "dashboard_stats", load("never"))
+			_, err = c.Tenant("").GetOrLoad(ctx, "dashboard_stats", load("never"))
 			require.ErrorIs(t, err, pgkit.ErrEmptyTenant)
-			require.ErrorContains(t, err, "pgkit: TenantCache.GetOrLoad: empty tenant id")
-			require.ErrorIs(t, cache.Tenant("").Delete(ctx, "x"), pgkit.ErrEmptyTenant)
+			require.ErrorContains(t, err, "pgkit: cache.Tenant.GetOrLoad: empty tenant id")
+			require.ErrorIs(t, c.Tenant("").Delete(ctx, "x"), pgkit.ErrEmptyTenant)
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package pgkit
+package cache
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -8,16 +8,19 @@ import (
 	"testing"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
+	"github.com/pgkit-dev/pgkit/internal/benchab"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
 // The cache benchmarks compare a cache hit with what it replaces, side by
-// side in one run, through benchScaled (bench_test.go): the sides differ by
-// three orders of magnitude, so the fast side runs scale times as many
-// operations per round as the slow one, to be measured for as long.
+// side in one run, through benchab.Scaled (internal/benchab): the sides
+// differ by three orders of magnitude, so the fast side runs scale times as
+// many operations per round as the slow one, to be measured for as long.
 //
-//	go test -run '^$' -bench 'BenchmarkCache' -benchtime 2000x -count 3 .
+//	go test -run '^$' -bench 'BenchmarkCache' -benchtime 2000x -count 3 ./cache
 
 // dashboardBench is the benchmark setting: the test schema filled to 10,000
 // users, 1,000 conversations, 10,000 messages and 10,000 usage records, a
@@ -27,9 +30,21 @@ type dashboardBench struct {
 	want dashboardStats
 }
 
+// benchDB opens a pgkit DB of size connections, all opened from the start,
+// on a fresh database, with metrics registered (as the root package's
+// benchmarks open theirs), closed when the benchmark ends.
+func benchDB(b *testing.B, size int32) *pgkit.DB {
+	b.Helper()
+	db, err := pgkit.Open(context.Background(), pgkit.Config{URL: pgtest.NewDatabase(b),
+		MaxConns: size, MinConns: size, Registerer: prometheus.NewRegistry()})
+	require.NoError(b, err)
+	b.Cleanup(db.Close)
+	return db
+}
+
 func newDashboardBench(b *testing.B) *dashboardBench {
 	b.Helper()
-	db := benchDB(b, 4, pgkit.Config{})
+	db := benchDB(b, 4)
 	seedDashboard(b, db, "acme", 10_000, 1_000, 10)
 	want, err := queryDashboard(context.Background(), db, "acme")
 	require.NoError(b, err)
@@ -47,9 +62,9 @@ func (d *dashboardBench) query(ctx context.Context) error {
 
 // hitOp returns a GetOrLoad of acme's stats on cache, warmed so every call
 // is a hit; a load afterwards is an error.
-func (d *dashboardBench) hitOp(b *testing.B, cache *pgkit.Cache[dashboardStats]) func(context.Context) error {
+func (d *dashboardBench) hitOp(b *testing.B, c *cache.Cache[dashboardStats]) func(context.Context) error {
 	b.Helper()
-	acme := cache.Tenant("acme")
+	acme := c.Tenant("acme")
 	_, err := acme.GetOrLoad(context.Background(), "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
 		return queryDashboard(ctx, d.db, "acme")
 	})
@@ -69,9 +84,9 @@ func (d *dashboardBench) hitOp(b *testing.B, cache *pgkit.Cache[dashboardStats])
 // the PostgreSQL query it replaces, one goroutine. Target: ≥ 1,000× faster.
 func BenchmarkCacheMemoryHitVsPostgres(b *testing.B) {
 	d := newDashboardBench(b)
-	cache := newCache[dashboardStats](b, newMemoryStore(b, pgkit.MemoryStoreConfig{}),
-		pgkit.CacheConfig{Name: "dashboard", Registerer: prometheus.NewRegistry()})
-	benchScaled(b, 1, "postgres", d.query, "memory-hit", 1000, d.hitOp(b, cache))
+	c := newCache[dashboardStats](b, newMemoryStore(b, cache.MemoryStoreConfig{}),
+		cache.Config{Name: "dashboard", Registerer: prometheus.NewRegistry()})
+	benchab.Scaled(b, 1, "postgres", d.query, "memory-hit", 1000, d.hitOp(b, c))
 }
 
 // BenchmarkCacheRedisHitVsPostgres: a hit of the Redis cache against the
@@ -79,8 +94,8 @@ func BenchmarkCacheMemoryHitVsPostgres(b *testing.B) {
 func BenchmarkCacheRedisHitVsPostgres(b *testing.B) {
 	d := newDashboardBench(b)
 	store, _ := newRedisStore(b)
-	cache := newCache[dashboardStats](b, store, pgkit.CacheConfig{Name: "dashboard", Registerer: prometheus.NewRegistry()})
-	benchScaled(b, 1, "postgres", d.query, "redis-hit", 20, d.hitOp(b, cache))
+	c := newCache[dashboardStats](b, store, cache.Config{Name: "dashboard", Registerer: prometheus.NewRegistry()})
+	benchab.Scaled(b, 1, "postgres", d.query, "redis-hit", 20, d.hitOp(b, c))
 }
 
 // BenchmarkCacheRedisHitVsRawGET: a hit of the Redis cache through pgkit
@@ -90,9 +105,9 @@ func BenchmarkCacheRedisHitVsPostgres(b *testing.B) {
 func BenchmarkCacheRedisHitVsRawGET(b *testing.B) {
 	d := newDashboardBench(b)
 	store, client := newRedisStore(b)
-	cache := newCache[dashboardStats](b, store, pgkit.CacheConfig{Name: "dashboard", Registerer: prometheus.NewRegistry()})
-	hit := d.hitOp(b, cache)
-	key := store.Prefix() + "dashboard:" + pgkit.Key("acme", "dashboard_stats")
+	c := newCache[dashboardStats](b, store, cache.Config{Name: "dashboard", Registerer: prometheus.NewRegistry()})
+	hit := d.hitOp(b, c)
+	key := store.Prefix() + "dashboard:" + cache.Key("acme", "dashboard_stats")
 	rawGET := func(ctx context.Context) error {
 		v, err := client.Get(ctx, key).Bytes()
 		if err == nil && len(v) < 10 {
@@ -111,8 +126,8 @@ func BenchmarkCacheRedisHitVsRawGET(b *testing.B) {
 		}
 		return nil
 	}
-	b.Run("raw-GET", func(b *testing.B) { benchScaled(b, 1, "raw", rawGET, "pgkit", 1, hit) })
-	b.Run("raw-GET+json", func(b *testing.B) { benchScaled(b, 1, "raw", rawGETJSON, "pgkit", 1, hit) })
+	b.Run("raw-GET", func(b *testing.B) { benchab.Scaled(b, 1, "raw", rawGET, "pgkit", 1, hit) })
+	b.Run("raw-GET+json", func(b *testing.B) { benchab.Scaled(b, 1, "raw", rawGETJSON, "pgkit", 1, hit) })
 }
 
 // BenchmarkCacheMemoryHitParallel: in-memory hits from 64 goroutines,
@@ -120,10 +135,10 @@ func BenchmarkCacheRedisHitVsRawGET(b *testing.B) {
 // and json.Unmarshal of the bytes, with nothing else.
 func BenchmarkCacheMemoryHitParallel(b *testing.B) {
 	d := newDashboardBench(b)
-	store := newMemoryStore(b, pgkit.MemoryStoreConfig{})
-	cache := newCache[dashboardStats](b, store, pgkit.CacheConfig{Name: "dashboard", Registerer: prometheus.NewRegistry()})
-	hit := d.hitOp(b, cache)
-	key := "dashboard:" + pgkit.Key("acme", "dashboard_stats")
+	store := newMemoryStore(b, cache.MemoryStoreConfig{})
+	c := newCache[dashboardStats](b, store, cache.Config{Name: "dashboard", Registerer: prometheus.NewRegistry()})
+	hit := d.hitOp(b, c)
+	key := "dashboard:" + cache.Key("acme", "dashboard_stats")
 	floor := func(ctx context.Context) error {
 		v, err := store.Get(ctx, key)
 		if err != nil {
@@ -132,5 +147,5 @@ func BenchmarkCacheMemoryHitParallel(b *testing.B) {
 		var s dashboardStats
 		return json.Unmarshal(v[1:], &s)
 	}
-	benchScaled(b, 64, "store+json", floor, "cache", 1, hit)
+	benchab.Scaled(b, 64, "store+json", floor, "cache", 1, hit)
 }

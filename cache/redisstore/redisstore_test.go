@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
+	"github.com/pgkit-dev/pgkit/cache/redisstore"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/pgkit-dev/pgkit/internal/storetest"
-	"github.com/pgkit-dev/pgkit/redisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -52,13 +52,13 @@ func newStore(t testing.TB, client redis.UniversalClient) *redisstore.Store {
 func TestConformanceStandalone(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
-	storetest.Run(t, func(t *testing.T) pgkit.Store { return newStore(t, client) })
+	storetest.Run(t, func(t *testing.T) cache.Store { return newStore(t, client) })
 }
 
 func TestConformanceCluster(t *testing.T) {
 	t.Parallel()
 	client := newClusterClient(t)
-	storetest.Run(t, func(t *testing.T) pgkit.Store { return newStore(t, client) })
+	storetest.Run(t, func(t *testing.T) cache.Store { return newStore(t, client) })
 }
 
 // TestClusterDelete: a Cluster refuses one DEL of keys in different hash
@@ -104,7 +104,7 @@ func TestClusterDelete(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, n, "%q is gone from the node that held it", k)
 		_, err = s.Get(ctx, k)
-		require.ErrorIs(t, err, pgkit.ErrCacheMiss)
+		require.ErrorIs(t, err, cache.ErrMiss)
 	}
 }
 
@@ -160,7 +160,7 @@ func TestNewRefusesClientsThatIgnoreDeadlines(t *testing.T) {
 	require.ErrorContains(t, err, "the client is nil")
 }
 
-// TestCacheOverRedis runs a pgkit.Cache over the store on both kinds of
+// TestCacheOverRedis runs a cache.Cache over the store on both kinds of
 // client, with a local tier.
 func TestCacheOverRedis(t *testing.T) {
 	t.Parallel()
@@ -168,37 +168,44 @@ func TestCacheOverRedis(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cache, err := pgkit.NewCache[map[string]int](newStore(t, client), pgkit.CacheConfig{Name: "counts", LocalTTL: time.Second, StoreTimeout: 10 * time.Second}) // a busy machine under -race
+			c, err := cache.New[map[string]int](newStore(t, client), cache.Config{Name: "counts", LocalTTL: time.Second, StoreTimeout: 10 * time.Second}) // a busy machine under -race
 			require.NoError(t, err)
-			defer cache.Close()
+			defer c.Close()
 			var loads int
 			load := func(context.Context) (map[string]int, error) { loads++; return map[string]int{"n": loads}, nil }
 			for _, tenant := range []string{"acme", "globex", "initech"} {
-				v, err := cache.Tenant(tenant).GetOrLoad(ctx, "counts", load)
+				v, err := c.Tenant(tenant).GetOrLoad(ctx, "counts", load)
 				require.NoError(t, err)
-				v2, err := cache.Tenant(tenant).GetOrLoad(ctx, "counts", load)
+				v2, err := c.Tenant(tenant).GetOrLoad(ctx, "counts", load)
 				require.NoError(t, err)
 				require.Equal(t, v, v2)
 			}
 			require.Equal(t, 3, loads)
-			require.NoError(t, cache.Delete(ctx, pgkit.Key("acme", "counts"), pgkit.Key("globex", "counts"), pgkit.Key("initech", "counts")))
-			_, err = cache.Tenant("acme").GetOrLoad(ctx, "counts", load)
+			require.NoError(t, c.Delete(ctx, cache.Key("acme", "counts"), cache.Key("globex", "counts"), cache.Key("initech", "counts")))
+			_, err = c.Tenant("acme").GetOrLoad(ctx, "counts", load)
 			require.NoError(t, err)
 			require.Equal(t, 4, loads)
-			require.NoError(t, cache.Delete(ctx, pgkit.Key("acme", "counts"))) // leave the shared Redis clean
-			require.Zero(t, cache.Stats().StoreErrors)
+			require.NoError(t, c.Delete(ctx, cache.Key("acme", "counts"))) // leave the shared Redis clean
+			require.Zero(t, c.Stats().StoreErrors)
 		})
 	}
 }
 
-// TestRootPackageDoesNotImportGoRedis: only services that import
-// redisstore compile go-redis.
-func TestRootPackageDoesNotImportGoRedis(t *testing.T) {
+// TestRootAndCacheDoNotImportGoRedis: only services that import
+// redisstore compile go-redis; neither pgkit nor pgkit/cache does. And the
+// dependency between the two goes one way: the cache imports pgkit, never
+// the reverse.
+func TestRootAndCacheDoNotImportGoRedis(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command("go", "list", "-deps", "github.com/pgkit-dev/pgkit").CombinedOutput()
-	require.NoError(t, err, string(out))
-	require.Contains(t, string(out), "github.com/jackc/pgx/v5\n", "go list worked")
-	require.NotContains(t, string(out), "github.com/redis/go-redis")
+	for _, pkg := range []string{"github.com/pgkit-dev/pgkit", "github.com/pgkit-dev/pgkit/cache"} {
+		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), "github.com/jackc/pgx/v5\n", "go list worked")
+		require.NotContains(t, string(out), "github.com/redis/go-redis", pkg)
+		if pkg == "github.com/pgkit-dev/pgkit" {
+			require.NotContains(t, string(out), "github.com/pgkit-dev/pgkit/cache", "the root package imports the cache")
+		}
+	}
 }
 
 func toAny(ss []string) []any {

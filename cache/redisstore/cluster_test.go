@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -52,7 +52,7 @@ type clusterValue struct {
 	Users int    `json:"users"`
 }
 
-// TestCacheStampedeCluster: a pgkit.Cache over a redis.ClusterClient on
+// TestCacheStampedeCluster: a cache.Cache over a redis.ClusterClient on
 // the three-node cluster. Many callers ask at once for keys that are not
 // there, one key on each node; each key's load runs once, every caller gets
 // its key's value, and the value is stored on the node that owns the key.
@@ -62,12 +62,12 @@ func TestCacheStampedeCluster(t *testing.T) {
 	const callersPerKey = 400
 	client := newClusterClient(t)
 	s := newStore(t, client)
-	cache, err := pgkit.NewCache[clusterValue](s, pgkit.CacheConfig{
+	c, err := cache.New[clusterValue](s, cache.Config{
 		Name:         "stampede",
 		StoreTimeout: 30 * time.Second, // 1,200 concurrent GETs under -race
 	})
 	require.NoError(t, err)
-	t.Cleanup(cache.Close)
+	t.Cleanup(c.Close)
 	storeKey := func(k string) string { return s.Prefix() + "stampede:" + k } // prefix, Name, key
 	keys, owners := keysOnEveryNode(t, client, storeKey, 1)
 	for _, k := range keys {
@@ -103,14 +103,14 @@ func TestCacheStampedeCluster(t *testing.T) {
 	for range callersPerKey {
 		for _, k := range keys {
 			wg.Go(func() {
-				v, err := cache.GetOrLoad(context.Background(), k, loadFor(k))
+				v, err := c.GetOrLoad(context.Background(), k, loadFor(k))
 				results <- result{k, v, err}
 			})
 		}
 	}
 	// Every caller has missed (and waits for, or is about to join, its
 	// key's one load, which is blocked until release): let the loads finish.
-	require.Eventually(t, func() bool { return cache.Stats().Misses == uint64(total) }, 60*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return c.Stats().Misses == uint64(total) }, 60*time.Second, time.Millisecond,
 		"every caller misses")
 	close(release)
 	wg.Wait()
@@ -125,7 +125,7 @@ func TestCacheStampedeCluster(t *testing.T) {
 		require.Equal(t, callersPerKey, got[k], "every caller of %q got its value", k)
 		require.Equal(t, int64(1), loads[k].Load(), "the load of %q ran once for %d callers", k, callersPerKey)
 	}
-	st := cache.Stats()
+	st := c.Stats()
 	require.Equal(t, uint64(len(keys)), st.Loads)
 	require.Equal(t, uint64(total), st.Misses)
 	require.Zero(t, st.Errors)
@@ -137,11 +137,11 @@ func TestCacheStampedeCluster(t *testing.T) {
 		raw, err := owners[k].Get(ctx, storeKey(k)).Result()
 		require.NoError(t, err, "%s holds %q", owners[k].Options().Addr, k)
 		require.Equal(t, fmt.Sprintf(`v{"key":%q,"users":1000}`, k), raw)
-		v, err := cache.GetOrLoad(ctx, k, func(context.Context) (clusterValue, error) {
+		v, err := c.GetOrLoad(ctx, k, func(context.Context) (clusterValue, error) {
 			return clusterValue{}, fmt.Errorf("loaded %q again", k)
 		})
 		require.NoError(t, err)
 		require.Equal(t, clusterValue{Key: k, Users: 1000}, v)
 	}
-	require.Equal(t, uint64(len(keys)), cache.Stats().Hits)
+	require.Equal(t, uint64(len(keys)), c.Stats().Hits)
 }

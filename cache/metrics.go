@@ -1,4 +1,4 @@
-package pgkit
+package cache
 
 import (
 	"errors"
@@ -8,9 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The cache's metrics live here rather than in metrics.go, with the rest of
-// the cache. They are registered with a const label cache=<CacheConfig.Name>,
-// as the pool's are with pool=<Config.Name>, so caches of different names
+// The cache's metrics are registered with a const label cache=<Config.Name>,
+// as the pool's are with pool=<pgkit.Config.Name>, so caches of different names
 // share a registry.
 
 // cacheResult is the "result" label of pgkit_cache_requests_total.
@@ -37,7 +36,10 @@ type cacheMetrics struct {
 	loadDuration prometheus.Histogram
 	storeErrors  prometheus.Counter
 
-	collectorSet
+	// reg and collectors are what unregister takes back (Close runs it
+	// once).
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
 }
 
 func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, error) {
@@ -57,7 +59,7 @@ func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, err
 		}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgkit_cache_store_errors_total",
-			Help: "Store calls (get, set, delete) that failed or did not answer within CacheConfig.StoreTimeout.",
+			Help: "Store calls (get, set, delete) that failed or did not answer within cache.Config.StoreTimeout.",
 		}),
 	}
 	for r := range numCacheResults {
@@ -65,7 +67,7 @@ func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, err
 	}
 	err := m.register(reg, requests, m.loadDuration, m.storeErrors)
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-		return nil, cacheConfigError("Name", fmt.Sprintf(
+		return nil, configError("Name", fmt.Sprintf(
 			"metrics of a cache named %q are already registered on this Registerer; give each cache its own Name (or Close the other first)", name))
 	}
 	if err != nil {
@@ -92,8 +94,27 @@ func (m *cacheMetrics) storeError() {
 	}
 }
 
-func (m *cacheMetrics) unregister() {
-	if m != nil {
-		m.collectorSet.unregister()
+// register registers every collector, or none: on the first error it
+// unregisters those already registered and returns the error.
+func (m *cacheMetrics) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
 	}
+	m.reg, m.collectors = reg, cs
+	return nil
+}
+
+func (m *cacheMetrics) unregister() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+	m.collectors = nil
 }

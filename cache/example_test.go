@@ -1,17 +1,18 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
 	"fmt"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
-// ExampleNewCache is the seed's get_dashboard_stats_cached: per-tenant
+// ExampleNew is the seed's get_dashboard_stats_cached: per-tenant
 // statistics cached for 5 minutes, loaded once however many requests miss
 // together, and invalidated by the transaction that changes them.
-func ExampleNewCache() {
+func ExampleNew() {
 	url, drop := pgtest.ForExample()
 	defer drop()
 	ctx := context.Background()
@@ -23,19 +24,19 @@ func ExampleNewCache() {
 	_, _ = db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme')`)
 	_, _ = db.Exec(ctx, `INSERT INTO users (tenant_id, email) VALUES ('acme', 'ann@acme.test'), ('acme', 'bob@acme.test')`)
 
-	store, err := pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{}) // or redisstore.New(client, "myapp:")
+	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{}) // or redisstore.New(client, "myapp:")
 	if err != nil {
 		panic(err)
 	}
 	defer store.Close()
-	cache, err := pgkit.NewCache[dashboardStats](store, pgkit.CacheConfig{Name: "dashboard_stats"})
+	c, err := cache.New[dashboardStats](store, cache.Config{Name: "dashboard_stats"})
 	if err != nil {
 		panic(err)
 	}
-	defer cache.Close()
+	defer c.Close()
 
 	stats := func(tenant string) dashboardStats {
-		s, err := cache.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
+		s, err := c.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
 			fmt.Println("  (loading from PostgreSQL)")
 			return queryDashboard(ctx, db, tenant)
 		})
@@ -51,14 +52,14 @@ func ExampleNewCache() {
 		if _, err := tx.Exec(ctx, `INSERT INTO users (tenant_id, email) VALUES ('acme', 'cy@acme.test')`); err != nil {
 			return err
 		}
-		cache.Tenant("acme").InvalidateOnCommit(tx, "dashboard_stats")
+		c.Tenant("acme").InvalidateOnCommit(tx, "dashboard_stats")
 		return nil
 	})
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println("users:", stats("acme").Users)
-	fmt.Printf("hit ratio: %.2f\n", cache.Stats().HitRatio)
+	fmt.Printf("hit ratio: %.2f\n", c.Stats().HitRatio)
 	// Output:
 	//   (loading from PostgreSQL)
 	// users: 2

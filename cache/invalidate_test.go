@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/stretchr/testify/require"
 )
 
@@ -20,8 +21,8 @@ func TestCacheInvalidateOnCommit(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			ctx := context.Background()
-			cache := newCache[dashboardStats](t, kind.new(t), pgkit.CacheConfig{Name: "dashboard"})
-			acme := cache.Tenant("acme")
+			c := newCache[dashboardStats](t, kind.new(t), cache.Config{Name: "dashboard"})
+			acme := c.Tenant("acme")
 			var loads atomic.Int64
 			stats := func() dashboardStats {
 				s, err := acme.GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
@@ -100,12 +101,12 @@ func TestCacheDeleteDuringLoad(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cache := newCache[int](t, kind.new(t), pgkit.CacheConfig{Name: "race", LocalTTL: time.Minute})
+			c := newCache[int](t, kind.new(t), cache.Config{Name: "race", LocalTTL: time.Minute})
 			started, release := make(chan struct{}), make(chan struct{})
 			var loads atomic.Int64
 			done := make(chan int)
 			go func() {
-				v, err := cache.GetOrLoad(ctx, "k", func(context.Context) (int, error) {
+				v, err := c.GetOrLoad(ctx, "k", func(context.Context) (int, error) {
 					loads.Add(1)
 					close(started)
 					<-release
@@ -117,10 +118,10 @@ func TestCacheDeleteDuringLoad(t *testing.T) {
 				done <- v
 			}()
 			<-started
-			require.NoError(t, cache.Delete(ctx, "k")) // the change committed meanwhile
+			require.NoError(t, c.Delete(ctx, "k")) // the change committed meanwhile
 			close(release)
 			require.Equal(t, 1, <-done, "the caller that waited gets the value")
-			v, err := cache.GetOrLoad(ctx, "k", func(context.Context) (int, error) { loads.Add(1); return 2, nil })
+			v, err := c.GetOrLoad(ctx, "k", func(context.Context) (int, error) { loads.Add(1); return 2, nil })
 			require.NoError(t, err)
 			require.Equal(t, 2, v, "the stale value was not stored")
 			require.Equal(t, int64(2), loads.Load())

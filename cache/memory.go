@@ -1,4 +1,4 @@
-package pgkit
+package cache
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+	"github.com/pgkit-dev/pgkit"
 )
 
 // DefaultMemoryStoreMaxEntries bounds a MemoryStore whose config sets
@@ -50,11 +51,11 @@ type memEntry struct {
 func NewMemoryStore(cfg MemoryStoreConfig) (*MemoryStore, error) {
 	switch {
 	case cfg.MaxEntries < 0:
-		return nil, fmt.Errorf("pgkit: invalid MemoryStoreConfig.MaxEntries: %d is negative", cfg.MaxEntries)
+		return nil, memoryConfigError("MaxEntries", fmt.Sprintf("%d is negative", cfg.MaxEntries))
 	case cfg.MaxBytes < 0:
-		return nil, fmt.Errorf("pgkit: invalid MemoryStoreConfig.MaxBytes: %d is negative", cfg.MaxBytes)
+		return nil, memoryConfigError("MaxBytes", fmt.Sprintf("%d is negative", cfg.MaxBytes))
 	case cfg.MaxEntries > 0 && cfg.MaxBytes > 0:
-		return nil, fmt.Errorf("pgkit: invalid MemoryStoreConfig: set MaxEntries or MaxBytes, not both")
+		return nil, memoryConfigError("MaxBytes", "set with MaxEntries: set one of them, not both")
 	}
 	opts := &otter.Options[string, memEntry]{
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, memEntry]) time.Duration {
@@ -78,17 +79,17 @@ func NewMemoryStore(cfg MemoryStoreConfig) (*MemoryStore, error) {
 	}
 	c, err := otter.New(opts)
 	if err != nil {
-		return nil, fmt.Errorf("pgkit: NewMemoryStore: %w", err)
+		return nil, fmt.Errorf("pgkit: cache.NewMemoryStore: %w", err)
 	}
 	return &MemoryStore{c: c}, nil
 }
 
-// Get returns the value stored under key, or ErrCacheMiss. The returned
+// Get returns the value stored under key, or ErrMiss. The returned
 // slice is the stored one: the caller must not modify it.
 func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 	e, ok := s.c.GetIfPresent(key)
 	if !ok {
-		return nil, ErrCacheMiss
+		return nil, ErrMiss
 	}
 	return e.data, nil
 }
@@ -96,16 +97,27 @@ func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 // Set stores a copy of value under key for ttl (0: until evicted).
 func (s *MemoryStore) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
 	if ttl < 0 {
-		return fmt.Errorf("pgkit: MemoryStore.Set: negative ttl %s", ttl)
+		return fmt.Errorf("pgkit: cache.MemoryStore.Set: negative ttl %s", ttl)
 	}
 	s.set(key, append(make([]byte, 0, len(value)), value...), ttl)
 	return nil
+}
+
+// The cache's own calls: no context, no error, no copy.
+
+// get returns the value stored under key, the store's own slice.
+func (s *MemoryStore) get(key string) ([]byte, bool) {
+	e, ok := s.c.GetIfPresent(key)
+	return e.data, ok
 }
 
 // set stores value itself, which the caller gives up.
 func (s *MemoryStore) set(key string, value []byte, ttl time.Duration) {
 	s.c.Set(key, memEntry{data: value, ttl: ttl})
 }
+
+// remove removes key.
+func (s *MemoryStore) remove(key string) { s.c.Invalidate(key) }
 
 // Delete removes the keys; a key that is not there is not an error.
 func (s *MemoryStore) Delete(_ context.Context, keys ...string) error {
@@ -124,4 +136,10 @@ func (s *MemoryStore) Len() int { return s.c.EstimatedSize() }
 // twice is fine.
 func (s *MemoryStore) Close() {
 	s.closeOnce.Do(func() { s.c.StopAllGoroutines() })
+}
+
+// memoryConfigError is the *pgkit.ConfigError for a MemoryStoreConfig
+// field.
+func memoryConfigError(field, reason string) error {
+	return &pgkit.ConfigError{Struct: "cache.MemoryStoreConfig", Field: field, Reason: reason}
 }

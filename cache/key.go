@@ -1,8 +1,10 @@
-package pgkit
+package cache
 
 import (
 	"context"
 	"strings"
+
+	"github.com/pgkit-dev/pgkit"
 )
 
 // Key builds a cache key from a tenant and parts: the tenant first, then each
@@ -14,7 +16,7 @@ import (
 // a tenant starts with that tenant.
 //
 // An empty tenant is allowed here, for keys that belong to no tenant; a
-// TenantCache refuses one.
+// Tenant (Cache.Tenant) refuses one.
 func Key(tenant string, parts ...string) string { return prefixedKey("", tenant, parts...) }
 
 // prefixedKey is prefix + Key(tenant, parts...), built with one allocation.
@@ -48,37 +50,38 @@ func writeKeyPart(b *strings.Builder, s string) {
 	}
 }
 
-// TenantCache is a Cache seen by one tenant: every key it is given is turned
+// Tenant is a Cache seen by one tenant: every key it is given is turned
 // into Key(tenant, key) before it reaches the cache, so one tenant's code
 // cannot read or invalidate another tenant's entries, whatever the key.
 // Get one with Cache.Tenant; it is a small value, cheap to make per request.
-type TenantCache[T any] struct {
+type Tenant[T any] struct {
 	c      *Cache[T]
 	tenant string
 }
 
-// Tenant returns c scoped to tenant (see TenantCache). An empty tenant is
-// refused by GetOrLoad and Delete with an error that matches ErrEmptyTenant.
-func (c *Cache[T]) Tenant(tenant string) TenantCache[T] {
-	return TenantCache[T]{c: c, tenant: tenant}
+// Tenant returns c scoped to tenant (see the type Tenant). An empty tenant
+// is refused by GetOrLoad and Delete with an error that matches
+// pgkit.ErrEmptyTenant.
+func (c *Cache[T]) Tenant(tenant string) Tenant[T] {
+	return Tenant[T]{c: c, tenant: tenant}
 }
 
 // Key returns the cache key of parts for this tenant: Key(tenant, parts...).
-func (tc TenantCache[T]) Key(parts ...string) string { return Key(tc.tenant, parts...) }
+func (tc Tenant[T]) Key(parts ...string) string { return Key(tc.tenant, parts...) }
 
 // GetOrLoad is Cache.GetOrLoad with the key Key(tenant, key).
-func (tc TenantCache[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
+func (tc Tenant[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
 	if tc.tenant == "" {
 		var zero T
-		return zero, emptyTenantError{"TenantCache.GetOrLoad"}
+		return zero, emptyTenantError{"cache.Tenant.GetOrLoad"}
 	}
 	return tc.c.getOrLoad(ctx, prefixedKey(tc.c.prefix, tc.tenant, key), load)
 }
 
 // Delete is Cache.Delete of Key(tenant, key) for each key.
-func (tc TenantCache[T]) Delete(ctx context.Context, keys ...string) error {
+func (tc Tenant[T]) Delete(ctx context.Context, keys ...string) error {
 	if tc.tenant == "" {
-		return emptyTenantError{"TenantCache.Delete"}
+		return emptyTenantError{"cache.Tenant.Delete"}
 	}
 	return tc.c.Delete(ctx, tc.keys(keys)...)
 }
@@ -86,14 +89,14 @@ func (tc TenantCache[T]) Delete(ctx context.Context, keys ...string) error {
 // InvalidateOnCommit is Cache.InvalidateOnCommit of Key(tenant, key) for
 // each key. With an empty tenant it does nothing: GetOrLoad stored nothing
 // for it.
-func (tc TenantCache[T]) InvalidateOnCommit(tx Tx, keys ...string) {
+func (tc Tenant[T]) InvalidateOnCommit(tx OnCommitter, keys ...string) {
 	if tc.tenant == "" {
 		return
 	}
 	tc.c.InvalidateOnCommit(tx, tc.keys(keys)...)
 }
 
-func (tc TenantCache[T]) keys(keys []string) []string {
+func (tc Tenant[T]) keys(keys []string) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = Key(tc.tenant, k)
@@ -101,9 +104,9 @@ func (tc TenantCache[T]) keys(keys []string) []string {
 	return out
 }
 
-// emptyTenantError is ErrEmptyTenant with the name of the call that refused
+// emptyTenantError is pgkit.ErrEmptyTenant with the name of the call that refused
 // the empty id.
 type emptyTenantError struct{ where string }
 
 func (e emptyTenantError) Error() string        { return "pgkit: " + e.where + ": empty tenant id" }
-func (e emptyTenantError) Is(target error) bool { return target == ErrEmptyTenant }
+func (e emptyTenantError) Is(target error) bool { return target == pgkit.ErrEmptyTenant }

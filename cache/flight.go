@@ -1,4 +1,4 @@
-package pgkit
+package cache
 
 import (
 	"context"
@@ -137,7 +137,7 @@ func (c *Cache[T]) lookup(ctx context.Context, skey string, f *flight[T], mayGiv
 		}
 		f.outcome = cacheError
 		c.logLimited("decode", errUndecodable)
-	case errors.Is(err, ErrCacheMiss):
+	case errors.Is(err, ErrMiss):
 		c.storeUp()
 		storeOK = true
 		f.outcome = cacheMiss

@@ -1,4 +1,4 @@
-package pgkit_test
+package cache_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -35,10 +36,10 @@ func TestCacheRedisDown(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	rec := &logRecorder{}
 	const storeTimeout = 50 * time.Millisecond
-	cache := newCache[dashboardStats](t, store, pgkit.CacheConfig{
+	c := newCache[dashboardStats](t, store, cache.Config{
 		Name: "dashboard", StoreTimeout: storeTimeout, Registerer: reg, Logger: slog.New(rec),
 	})
-	acme := cache.Tenant("acme")
+	acme := c.Tenant("acme")
 	var loads atomic.Int64
 	var lastLoad atomic.Int64 // how long the last load took, in ns
 	get := func() (dashboardStats, time.Duration, time.Duration) {
@@ -67,12 +68,12 @@ func TestCacheRedisDown(t *testing.T) {
 	require.Eventually(t, func() bool {
 		got, _, _ := get()
 		require.Equal(t, want, got)
-		return cache.Stats().Hits > 0
+		return c.Stats().Hits > 0
 	}, 30*time.Second, 10*time.Millisecond)
 
 	// Down: the server is gone, connections are refused.
 	require.NoError(t, server.Stop())
-	before := cache.Stats()
+	before := c.Stats()
 	loadsBefore := loads.Load()
 	for i := range 10 {
 		got, took, load := get()
@@ -80,7 +81,7 @@ func TestCacheRedisDown(t *testing.T) {
 		requireBounded(took, load)
 	}
 	require.Equal(t, loadsBefore+10, loads.Load(), "every call loaded from PostgreSQL")
-	s := cache.Stats()
+	s := c.Stats()
 	require.Equal(t, before.Errors+10, s.Errors)
 	// After a failure the store is left alone for StoreBackoff (1s), so
 	// most calls do not try it (the loop takes well under a second: one).
@@ -92,28 +93,28 @@ func TestCacheRedisDown(t *testing.T) {
 
 	// Back: the server keeps no data, so one miss, then hits.
 	require.NoError(t, server.Start())
-	hitsBefore := cache.Stats().Hits
+	hitsBefore := c.Stats().Hits
 	require.Eventually(t, func() bool {
 		got, _, _ := get()
 		require.Equal(t, want, got)
-		return cache.Stats().Hits > hitsBefore
+		return c.Stats().Hits > hitsBefore
 	}, 30*time.Second, 10*time.Millisecond, "hits never resumed after Redis came back")
 
 	// Not answering: the server is up but paused for every client; the
 	// cached value cannot be read, so GetOrLoad loads within StoreTimeout.
 	require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 3000, "ALL").Err())
-	errorsBefore := cache.Stats().Errors
+	errorsBefore := c.Stats().Errors
 	for range 3 {
 		got, took, load := get()
 		require.Equal(t, want, got)
 		requireBounded(took, load)
 	}
-	require.Equal(t, errorsBefore+3, cache.Stats().Errors)
-	hitsBefore = cache.Stats().Hits
+	require.Equal(t, errorsBefore+3, c.Stats().Errors)
+	hitsBefore = c.Stats().Hits
 	require.Eventually(t, func() bool {
 		got, _, _ := get()
 		require.Equal(t, want, got)
-		return cache.Stats().Hits > hitsBefore
+		return c.Stats().Hits > hitsBefore
 	}, 30*time.Second, 20*time.Millisecond, "hits never resumed after the pause")
 
 	// Many failures, one log line: at most one per ErrorLogInterval (1m).
@@ -140,9 +141,9 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 	want, err := queryDashboard(ctx, db, "acme")
 	require.NoError(t, err)
 	store, client := newRedisStore(t)
-	cache, err := pgkit.NewCache[dashboardStats](store, pgkit.CacheConfig{Name: "stampede_defaults"})
+	c, err := cache.New[dashboardStats](store, cache.Config{Name: "stampede_defaults"})
 	require.NoError(t, err)
-	t.Cleanup(cache.Close)
+	t.Cleanup(c.Close)
 
 	// A service's client has its connections open: so has this one.
 	require.NoError(t, client.Ping(ctx).Err())
@@ -150,7 +151,7 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 	var gets atomic.Int64
 	client.AddHook(countGETs{&gets})
 	for round := range rounds {
-		key := pgkit.Key("acme", fmt.Sprint("dashboard_stats_", round))
+		key := cache.Key("acme", fmt.Sprint("dashboard_stats_", round))
 		var loads atomic.Int64
 		release := make(chan struct{})
 		load := func(ctx context.Context) (dashboardStats, error) {
@@ -158,7 +159,7 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 			<-release // until every caller has asked
 			return queryDashboard(ctx, db, "acme")
 		}
-		before := cache.Stats()
+		before := c.Stats()
 		gets.Store(0)
 		start := make(chan struct{})
 		errs := make(chan error, callers)
@@ -166,7 +167,7 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 		for range callers {
 			wg.Go(func() {
 				<-start
-				v, err := cache.GetOrLoad(ctx, key, load)
+				v, err := c.GetOrLoad(ctx, key, load)
 				if err == nil && v != want {
 					err = fmt.Errorf("got %+v", v)
 				}
@@ -176,15 +177,15 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 		close(start)
 		// Every caller has missed (the load waits for release): all 500 are
 		// in the one flight.
-		allMissed := pollUntil(30*time.Second, func() bool { return cache.Stats().Misses-before.Misses == callers })
+		allMissed := pollUntil(30*time.Second, func() bool { return c.Stats().Misses-before.Misses == callers })
 		close(release)
 		wg.Wait()
-		require.True(t, allMissed, "round %d: every caller counts a miss: %+v", round, cache.Stats())
+		require.True(t, allMissed, "round %d: every caller counts a miss: %+v", round, c.Stats())
 		close(errs)
 		for err := range errs {
 			require.NoError(t, err)
 		}
-		after := cache.Stats()
+		after := c.Stats()
 		require.Equal(t, int64(1), loads.Load(), "round %d: the load ran once for %d callers", round, callers)
 		require.Zero(t, after.StoreErrors-before.StoreErrors, "round %d: no store call failed", round)
 		require.Zero(t, after.Errors-before.Errors, "round %d", round)

@@ -1,26 +1,42 @@
-package pgkit
+package cache
 
 import (
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/pgkit-dev/pgkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults NewCache applies to CacheConfig fields left at zero.
+// Defaults New applies to Config fields left at zero.
 const (
-	DefaultCacheTTL              = 5 * time.Minute
-	DefaultCacheStoreTimeout     = 50 * time.Millisecond
-	DefaultCacheStoreBackoff     = time.Second
-	DefaultCacheLoadTimeout      = 30 * time.Second
-	DefaultCacheLocalMaxEntries  = 10_000
-	DefaultCacheErrorLogInterval = time.Minute
+	// DefaultTTL is Config.TTL's default: how long a loaded value stays in
+	// the store.
+	DefaultTTL = 5 * time.Minute
+	// DefaultTTLJitterDivisor gives Config.TTLJitter's default: TTL divided
+	// by it (TTL/10).
+	DefaultTTLJitterDivisor = 10
+	// DefaultStoreTimeout is Config.StoreTimeout's default: the bound of
+	// each store call.
+	DefaultStoreTimeout = 50 * time.Millisecond
+	// DefaultStoreBackoff is Config.StoreBackoff's default: how long the
+	// store is left alone after a failure.
+	DefaultStoreBackoff = time.Second
+	// DefaultLoadTimeout is Config.LoadTimeout's default: the bound of a
+	// load.
+	DefaultLoadTimeout = 30 * time.Second
+	// DefaultLocalMaxEntries is Config.LocalMaxEntries's default: the bound
+	// of the local tier.
+	DefaultLocalMaxEntries = 10_000
+	// DefaultErrorLogInterval is Config.ErrorLogInterval's default: the
+	// least time between two log lines about store failures.
+	DefaultErrorLogInterval = time.Minute
 )
 
-// CacheConfig configures NewCache. Every field's zero value means its
-// default; durations that can be switched off take Disabled.
-type CacheConfig struct {
+// Config configures New. Every field's zero value means its default;
+// durations that can be switched off take pgkit.Disabled.
+type Config struct {
 	// Name names the cache: the "cache" label of its metrics, the key
 	// space it uses in its Store (every store key is Name, ':', then the
 	// cache key, with ':' and '\' in Name escaped), and its log lines.
@@ -31,7 +47,7 @@ type CacheConfig struct {
 	TTL time.Duration
 	// TTLJitter adds a random extra lifetime in [0, TTLJitter] to each entry,
 	// so that entries loaded together do not all expire (and reload)
-	// together. Default TTL/10; Disabled: none.
+	// together. Default TTL/10 (DefaultTTLJitterDivisor); pgkit.Disabled: none.
 	TTLJitter time.Duration
 	// Codec encodes values for the store. Default JSONCodec.
 	Codec Codec
@@ -39,7 +55,7 @@ type CacheConfig struct {
 	// A store that errors or does not answer in time is treated as a miss:
 	// GetOrLoad loads from the database and returns the value, and the
 	// failure is counted and logged (at most once per ErrorLogInterval),
-	// never returned. Default 50ms; Disabled leaves only the caller's
+	// never returned. Default 50ms; pgkit.Disabled leaves only the caller's
 	// deadline (and LoadTimeout, for a lookup that the caller who started
 	// it gave up and that others still wait for). A *MemoryStore never
 	// blocks and gets no timeout.
@@ -48,12 +64,12 @@ type CacheConfig struct {
 	// alone for this long and loads directly (each such call counts as an
 	// error), so that an outage costs a request nothing rather than up to
 	// StoreTimeout; then the next call tries the store again. Deletes always
-	// try the store. Default 1s; Disabled tries the store on every call.
+	// try the store. Default 1s; pgkit.Disabled tries the store on every call.
 	StoreBackoff time.Duration
 	// LoadTimeout bounds a load. A load runs detached from the cancellation
 	// of the caller that started it, so that the callers waiting for the
 	// same key are not failed when that one gives up; each caller still
-	// stops waiting when its own context ends. Default 30s; Disabled: no
+	// stops waiting when its own context ends. Default 30s; pgkit.Disabled: no
 	// bound but the load's own.
 	LoadTimeout time.Duration
 	// LocalTTL, when positive, puts a small in-memory tier in front of the
@@ -86,52 +102,55 @@ type CacheConfig struct {
 	ErrorLogInterval time.Duration
 }
 
-func (cfg *CacheConfig) setDefaults() error {
+// setDefaults checks cfg and fills in the defaults of the fields left at
+// zero.
+func (cfg *Config) setDefaults() error {
 	if cfg.Name == "" {
-		return cacheConfigError("Name", "required: it labels the metrics and separates this cache's keys from other caches' in a shared store")
+		return configError("Name", "required: it labels the metrics and separates this cache's keys from other caches' in a shared store")
 	}
+	// In order: TTLJitter's default is read from TTL once TTL has its own.
 	durations := []struct {
 		field  string
 		v      *time.Duration
-		def    time.Duration
+		def    time.Duration // 0 for TTLJitter, whose default depends on TTL
 		canOff bool
 	}{
-		{"TTL", &cfg.TTL, DefaultCacheTTL, false},
-		{"TTLJitter", &cfg.TTLJitter, -1, true}, // default TTL/10, set below
-		{"StoreTimeout", &cfg.StoreTimeout, DefaultCacheStoreTimeout, true},
-		{"StoreBackoff", &cfg.StoreBackoff, DefaultCacheStoreBackoff, true},
-		{"LoadTimeout", &cfg.LoadTimeout, DefaultCacheLoadTimeout, true},
+		{"TTL", &cfg.TTL, DefaultTTL, false},
+		{"TTLJitter", &cfg.TTLJitter, 0, true},
+		{"StoreTimeout", &cfg.StoreTimeout, DefaultStoreTimeout, true},
+		{"StoreBackoff", &cfg.StoreBackoff, DefaultStoreBackoff, true},
+		{"LoadTimeout", &cfg.LoadTimeout, DefaultLoadTimeout, true},
 		{"LocalTTL", &cfg.LocalTTL, 0, false},
 		{"NegativeTTL", &cfg.NegativeTTL, 0, false},
-		{"ErrorLogInterval", &cfg.ErrorLogInterval, DefaultCacheErrorLogInterval, false},
+		{"ErrorLogInterval", &cfg.ErrorLogInterval, DefaultErrorLogInterval, false},
 	}
 	for _, d := range durations {
 		switch {
-		case *d.v == Disabled && d.canOff:
+		case *d.v == pgkit.Disabled && d.canOff:
 			*d.v = 0
 		case *d.v < 0:
 			reason := fmt.Sprintf("%s is negative", *d.v)
 			if d.canOff {
 				reason += "; use pgkit.Disabled to turn it off"
 			}
-			return cacheConfigError(d.field, reason)
-		case *d.v == 0 && d.def == -1:
-			*d.v = cfg.TTL / 10
+			return configError(d.field, reason)
+		case *d.v == 0 && d.v == &cfg.TTLJitter:
+			*d.v = cfg.TTL / DefaultTTLJitterDivisor
 		case *d.v == 0:
 			*d.v = d.def
 		}
 	}
 	if cfg.LocalMaxEntries < 0 {
-		return cacheConfigError("LocalMaxEntries", fmt.Sprintf("%d is negative", cfg.LocalMaxEntries))
+		return configError("LocalMaxEntries", fmt.Sprintf("%d is negative", cfg.LocalMaxEntries))
 	}
 	if cfg.LocalMaxEntries == 0 {
-		cfg.LocalMaxEntries = DefaultCacheLocalMaxEntries
+		cfg.LocalMaxEntries = DefaultLocalMaxEntries
 	}
 	if (cfg.NotFound == nil) != (cfg.NegativeTTL == 0) {
 		if cfg.NotFound == nil {
-			return cacheConfigError("NegativeTTL", "set without NotFound: name the error that means \"not found\"")
+			return configError("NegativeTTL", "set without NotFound: name the error that means \"not found\"")
 		}
-		return cacheConfigError("NotFound", "set without NegativeTTL: say how long \"not found\" is cached")
+		return configError("NotFound", "set without NegativeTTL: say how long \"not found\" is cached")
 	}
 	if cfg.Codec == nil {
 		cfg.Codec = JSONCodec{}
@@ -139,15 +158,7 @@ func (cfg *CacheConfig) setDefaults() error {
 	return nil
 }
 
-// cacheConfigError is a *ConfigError for a CacheConfig field, whose message
-// names CacheConfig rather than Config.
-func cacheConfigError(field, reason string) error {
-	return &cacheConfigErr{&ConfigError{Field: field, Reason: reason}}
+// configError is the *pgkit.ConfigError for a Config field.
+func configError(field, reason string) error {
+	return &pgkit.ConfigError{Struct: "cache.Config", Field: field, Reason: reason}
 }
-
-type cacheConfigErr struct{ cfg *ConfigError }
-
-func (e *cacheConfigErr) Error() string {
-	return "pgkit: invalid CacheConfig." + e.cfg.Field + ": " + e.cfg.Reason
-}
-func (e *cacheConfigErr) Unwrap() error { return e.cfg }
