@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole benchmark suite (root package) with -count runs per
-# benchmark, each family at a -benchtime that keeps the suite within about
-# ten minutes on a 2-core machine, and saves the raw output, headed by the
+# Runs the whole benchmark suite (the root package and ./cache) with -count
+# runs per benchmark, each family at a -benchtime that keeps the suite within
+# about ten minutes on a 2-core machine, and saves the raw output, headed by the
 # machine and versions, to bench/results.txt (BENCH_OUT). Then prints each
 # pgkit/raw ratio with its 95% interval (internal/benchreport) and writes
 # benchstat's tables to bench/benchstat.txt.
@@ -9,6 +9,7 @@
 #   BENCH_COUNT=6 scripts/bench.sh     # the default; benchstat needs >= 6 for a 95% interval
 set -euo pipefail
 cd "$(dirname "$0")/.."
+top=$PWD
 
 GO=${GO:-go}
 COUNT=${BENCH_COUNT:-6}
@@ -16,27 +17,30 @@ OUT=${BENCH_OUT:-bench/results.txt}
 BENCHSTAT=${BENCHSTAT:-golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da}
 mkdir -p "$(dirname "$OUT")"
 
-# Families: -bench pattern and -benchtime (fixed iteration counts, so every
-# run does the same work). A benchAB benchmark runs its iterations per side
+# Families: test binary (bench/<name>.test, built from the package of
+# that name in packages below), -bench pattern and -benchtime (fixed
+# iteration counts, so every run does the same work). A benchAB benchmark runs its iterations per side
 # in up to 10 alternating rounds; at 1x (the slowest: about 1-2 s per side)
 # each run is one round, and the side that goes first alternates from run
 # to run.
 families=(
-	'^BenchmarkSelect1$|^BenchmarkLeakDetection$'                          50000x
-	'^BenchmarkCountUsers$'                                                 2000x
-	'^BenchmarkInTx$'                                                       5000x
-	'^BenchmarkTracer'                                                      300000x
-	'^BenchmarkBulk(CopyInsert|InsertReturning|UpdateMany|UpsertMany)$'     10x
-	'^BenchmarkBulk(InsertReturning|UpdateMany)VsRowAtATime$'               1x
-	'^BenchmarkChunkSize$'                                                  1x
-	'^BenchmarkWriter$'                                                     1x
-	'^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x
-	'^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
-	'^BenchmarkCacheMemoryHitParallel$'                                     100000x
-	'^BenchmarkPoolSize$'                                                   3x
-	'^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
-	'^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
+	pgkit '^BenchmarkSelect1$|^BenchmarkLeakDetection$'                          50000x
+	pgkit '^BenchmarkCountUsers$'                                                 2000x
+	pgkit '^BenchmarkInTx$'                                                       5000x
+	pgkit '^BenchmarkTracer'                                                      300000x
+	pgkit '^BenchmarkBulk(CopyInsert|InsertReturning|UpdateMany|UpsertMany)$'     10x
+	pgkit '^BenchmarkBulk(InsertReturning|UpdateMany)VsRowAtATime$'               1x
+	pgkit '^BenchmarkChunkSize$'                                                  1x
+	pgkit '^BenchmarkWriter$'                                                     1x
+	cache '^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x
+	cache '^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
+	cache '^BenchmarkCacheMemoryHitParallel$'                                     100000x
+	pgkit '^BenchmarkPoolSize$'                                                   3x
+	pgkit '^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
+	pgkit '^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
 )
+# The package each test binary is built from.
+declare -A packages=([pgkit]=. [cache]=./cache)
 
 pgversion() {
 	if [ -n "${PGKIT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
@@ -52,7 +56,9 @@ redisversion() {
 }
 
 start=$(date +%s)
-$GO test -c -o bench/pgkit.test .
+for bin in "${!packages[@]}"; do
+	$GO test -c -o "bench/$bin.test" "${packages[$bin]}"
+done
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -64,18 +70,21 @@ $GO test -c -o bench/pgkit.test .
 	echo "count: $COUNT"
 	echo "command: make bench"
 } >"$OUT"
-for ((i = 0; i < ${#families[@]}; i += 2)); do
-	pattern=${families[i]} benchtime=${families[i + 1]}
-	echo "# -bench '$pattern' -benchtime $benchtime -count $COUNT" >&2
-	./bench/pgkit.test -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" \
-		-test.count "$COUNT" -test.benchmem -test.timeout 30m | tee -a "$OUT"
+for ((i = 0; i < ${#families[@]}; i += 3)); do
+	bin=${families[i]} pattern=${families[i + 1]} benchtime=${families[i + 2]}
+	echo "# ${packages[$bin]}: -bench '$pattern' -benchtime $benchtime -count $COUNT" >&2
+	# Each binary runs in its package's directory, as go test would run it.
+	(cd "${packages[$bin]}" && "$top/bench/$bin.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" \
+		-test.count "$COUNT" -test.benchmem -test.timeout 30m) | tee -a "$OUT"
 done
 end=$(date +%s)
 {
 	echo "loadavg-end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 	echo "elapsed-seconds: $((end - start))"
 } >>"$OUT"
-rm -f bench/pgkit.test
+for bin in "${!packages[@]}"; do
+	rm -f "bench/$bin.test"
+done
 
 echo
 echo "make bench: $((end - start)) s; raw output in $OUT"

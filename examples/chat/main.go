@@ -26,8 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgkit-dev/pgkit/cache/redisstore"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
-	"github.com/pgkit-dev/pgkit/redisstore"
 	"github.com/redis/go-redis/v9"
 )
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,7 +45,7 @@ type Options struct {
 	// WriterFlushInterval is the background writer's. Default 100ms.
 	WriterFlushInterval time.Duration
 	// CacheStore holds the dashboard cache. Default: in memory.
-	CacheStore pgkit.Store
+	CacheStore cache.Store
 	// Logger. Default: discard.
 	Logger *slog.Logger
 }
@@ -58,8 +59,8 @@ type Server struct {
 	db       *pgkit.DB // app role: requests, always with a tenant
 	wdb      *pgkit.DB // writer role: the background Writer only
 	writer   *pgkit.Writer[messageRow]
-	cache    *pgkit.Cache[dashboardStats]
-	memStore *pgkit.MemoryStore
+	cache    *cache.Cache[dashboardStats]
+	memStore *cache.MemoryStore
 	usage    *usageMeter
 	hub      *hub
 	handler  http.Handler
@@ -156,13 +157,13 @@ func NewServer(ctx context.Context, o Options) (_ *Server, err error) {
 
 	store := o.CacheStore
 	if store == nil {
-		if s.memStore, err = pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{MaxEntries: 10_000}); err != nil {
+		if s.memStore, err = cache.NewMemoryStore(cache.MemoryStoreConfig{MaxEntries: 10_000}); err != nil {
 			return nil, err
 		}
 		cleanup = append(cleanup, s.memStore.Close)
 		store = s.memStore
 	}
-	if s.cache, err = pgkit.NewCache[dashboardStats](store, pgkit.CacheConfig{Name: "dashboard_stats",
+	if s.cache, err = cache.New[dashboardStats](store, cache.Config{Name: "dashboard_stats",
 		Registerer: s.registry, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (s *Server) routes() http.Handler {
 	api("POST /api/admin/tenants", s.adminOnly(admin, s.createTenant))
 	mux.Handle("GET /api/admin/db-stats", pgkit.StatsHandler(s.db, admin))
 	mux.Handle("/debug/pgkit/", http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(s.db, admin,
-		pgkit.WithDashboardCache("dashboard_stats", s.cache),
+		pgkit.WithDashboardSource("dashboard_stats", s.cache.DashboardStats),
 		pgkit.WithDashboardWriter(s.writer),
 		pgkit.WithDashboardSource("websockets", func() map[string]float64 {
 			return map[string]float64{"connections": float64(s.hub.count())}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 )
 
 // usageMeter adds up the tokens and cost of replies in memory and writes
@@ -20,7 +21,7 @@ import (
 type usageMeter struct {
 	db       *pgkit.DB
 	writer   interface{ Flush(context.Context) error }
-	cache    *pgkit.Cache[dashboardStats]
+	cache    *cache.Cache[dashboardStats]
 	interval time.Duration
 	log      *slog.Logger
 
@@ -44,9 +45,9 @@ type usageRow struct {
 	UpdatedAt  time.Time `db:"updated_at"`
 }
 
-func newUsageMeter(db *pgkit.DB, writer interface{ Flush(context.Context) error }, cache *pgkit.Cache[dashboardStats],
+func newUsageMeter(db *pgkit.DB, writer interface{ Flush(context.Context) error }, c *cache.Cache[dashboardStats],
 	interval time.Duration, log *slog.Logger) *usageMeter {
-	m := &usageMeter{db: db, writer: writer, cache: cache, interval: interval, log: log,
+	m := &usageMeter{db: db, writer: writer, cache: c, interval: interval, log: log,
 		pending: map[string]map[int64]usageDelta{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go m.run()
 	return m

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 )
 
 // The WebSocket protocol, one JSON object per text message:
@@ -257,7 +258,7 @@ func (c *wsConn) accept(in inbound) {
 		c.enqueue(outbound{ID: in.ID, Error: "server shutting down: not stored", release: true})
 		return
 	}
-	storedID := pgkit.Key(c.tenant, in.ID)
+	storedID := cache.Key(c.tenant, in.ID)
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	err := c.s.writer.Write(ctx, messageRow{TenantID: c.tenant, ConversationID: c.convID, Role: "user",
 		Content: in.Content, ClientID: storedID})

@@ -23,7 +23,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
-	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 )
 
 type wsConfig struct {
@@ -284,7 +284,7 @@ func (r *wsRun) client(ctx context.Context, i int, conv int64, dialed func(), ga
 			switch {
 			case f.Status == "received":
 				ackLat = append(ackLat, time.Since(at))
-				acked = append(acked, pgkit.Key(r.tenant, f.ID))
+				acked = append(acked, cache.Key(r.tenant, f.ID))
 				r.acks.Add(1)
 			case f.Error != "":
 				r.errFrames.Add(1)

@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
-	"github.com/pgkit-dev/pgkit/redisstore"
+	"github.com/pgkit-dev/pgkit/cache"
+	"github.com/pgkit-dev/pgkit/cache/redisstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -49,7 +50,7 @@ func cacheTour(ctx context.Context, db *pgkit.DB) error {
 	defer closeStore()
 
 	registry := prometheus.NewRegistry()
-	cache, err := pgkit.NewCache[dashboardStats](store, pgkit.CacheConfig{
+	statsCache, err := cache.New[dashboardStats](store, cache.Config{
 		Name:       "dashboard_stats",
 		TTL:        5 * time.Minute, // the seed's; each entry gets up to 30s more (TTLJitter's default, TTL/10)
 		Registerer: registry,
@@ -57,8 +58,8 @@ func cacheTour(ctx context.Context, db *pgkit.DB) error {
 	if err != nil {
 		return err
 	}
-	defer cache.Close()
-	acme := cache.Tenant("acme") // every key becomes pgkit.Key("acme", key)
+	defer statsCache.Close()
+	acme := statsCache.Tenant("acme") // every key becomes cache.Key("acme", key)
 	defer func() { _ = acme.Delete(context.WithoutCancel(ctx), "dashboard_stats") }()
 
 	loads := 0
@@ -87,7 +88,7 @@ func cacheTour(ctx context.Context, db *pgkit.DB) error {
 	if _, err := get("acme's dashboard, second request"); err != nil {
 		return err
 	}
-	printCacheStats(cache)
+	printCacheStats(statsCache)
 
 	fmt.Println("a new conversation for acme, in a transaction that invalidates the entry on commit:")
 	err = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
@@ -127,19 +128,19 @@ func cacheTour(ctx context.Context, db *pgkit.DB) error {
 	if _, err := get("acme's dashboard, once more"); err != nil {
 		return err
 	}
-	printCacheStats(cache)
+	printCacheStats(statsCache)
 	return printCacheMetrics(registry)
 }
 
 // tourStore returns Redis at PGKIT_REDIS_URL if set, else an in-memory
 // store, and how to close it.
-func tourStore(ctx context.Context) (pgkit.Store, func(), error) {
+func tourStore(ctx context.Context) (cache.Store, func(), error) {
 	if url := os.Getenv("PGKIT_REDIS_URL"); url != "" {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
 			return nil, nil, fmt.Errorf("PGKIT_REDIS_URL: %w", err)
 		}
-		opts.ContextTimeoutEnabled = true // lets CacheConfig.StoreTimeout bound each call
+		opts.ContextTimeoutEnabled = true // lets cache.Config.StoreTimeout bound each call
 		client := redis.NewClient(opts)
 		store, err := redisstore.New(client, "pgkit-quickstart:")
 		if err != nil {
@@ -155,7 +156,7 @@ func tourStore(ctx context.Context) (pgkit.Store, func(), error) {
 		}
 		return store, func() { _ = client.Close() }, nil
 	}
-	store, err := pgkit.NewMemoryStore(pgkit.MemoryStoreConfig{MaxEntries: 10_000})
+	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{MaxEntries: 10_000})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -163,8 +164,8 @@ func tourStore(ctx context.Context) (pgkit.Store, func(), error) {
 	return store, store.Close, nil
 }
 
-func printCacheStats(cache *pgkit.Cache[dashboardStats]) {
-	s := cache.Stats()
+func printCacheStats(c *cache.Cache[dashboardStats]) {
+	s := c.Stats()
 	fmt.Printf("cache.Stats(): %d hits, %d misses, %d loads, %d store errors: hit ratio %.2f\n",
 		s.Hits, s.Misses, s.Loads, s.StoreErrors, s.HitRatio)
 }
