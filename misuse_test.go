@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/cache"
 	"github.com/stretchr/testify/require"
 )
 
@@ -160,6 +161,9 @@ func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
 	require.NoError(t, err)
 	calls := 0
 	fn := func(pgkit.Tx) error { calls++; return nil }
+	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{})
+	require.NoError(t, err)
+	defer store.Close()
 	for _, c := range []struct {
 		err          error
 		struc, field string
@@ -177,6 +181,12 @@ func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
 		}(), "WriterConfig", "Overflow", "pgkit: invalid WriterConfig.Overflow: unknown value 7: use OverflowBlock or OverflowFail"},
 		{pgkit.InTx(ctx, db, fn, pgkit.WithRetry(pgkit.RetryPolicy{MaxDelay: -time.Second})),
 			"RetryPolicy", "MaxDelay", "pgkit: invalid RetryPolicy.MaxDelay: must not be negative (got -1000000000)"},
+		{func() error {
+			_, err := cache.New[int](store, cache.Config{Name: "c", StoreTimeout: -time.Second})
+			return err
+		}(), "cache.Config", "StoreTimeout", "pgkit: invalid cache.Config.StoreTimeout: must not be negative (got -1s); use pgkit.Disabled to turn it off"},
+		{func() error { _, err := cache.NewMemoryStore(cache.MemoryStoreConfig{MaxEntries: -1}); return err }(),
+			"cache.MemoryStoreConfig", "MaxEntries", "pgkit: invalid cache.MemoryStoreConfig.MaxEntries: must not be negative (got -1)"},
 	} {
 		var ce *pgkit.ConfigError
 		require.ErrorAs(t, c.err, &ce, c.message)

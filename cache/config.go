@@ -129,7 +129,7 @@ func (cfg *Config) setDefaults() error {
 		case *d.v == pgkit.Disabled && d.canOff:
 			*d.v = 0
 		case *d.v < 0:
-			reason := fmt.Sprintf("%s is negative", *d.v)
+			reason := fmt.Sprintf("must not be negative (got %s)", *d.v)
 			if d.canOff {
 				reason += "; use pgkit.Disabled to turn it off"
 			}
@@ -141,7 +141,7 @@ func (cfg *Config) setDefaults() error {
 		}
 	}
 	if cfg.LocalMaxEntries < 0 {
-		return configError("LocalMaxEntries", fmt.Sprintf("%d is negative", cfg.LocalMaxEntries))
+		return configError("LocalMaxEntries", fmt.Sprintf("must not be negative (got %d)", cfg.LocalMaxEntries))
 	}
 	if cfg.LocalMaxEntries == 0 {
 		cfg.LocalMaxEntries = DefaultLocalMaxEntries

@@ -51,9 +51,9 @@ type memEntry struct {
 func NewMemoryStore(cfg MemoryStoreConfig) (*MemoryStore, error) {
 	switch {
 	case cfg.MaxEntries < 0:
-		return nil, memoryConfigError("MaxEntries", fmt.Sprintf("%d is negative", cfg.MaxEntries))
+		return nil, memoryConfigError("MaxEntries", fmt.Sprintf("must not be negative (got %d)", cfg.MaxEntries))
 	case cfg.MaxBytes < 0:
-		return nil, memoryConfigError("MaxBytes", fmt.Sprintf("%d is negative", cfg.MaxBytes))
+		return nil, memoryConfigError("MaxBytes", fmt.Sprintf("must not be negative (got %d)", cfg.MaxBytes))
 	case cfg.MaxEntries > 0 && cfg.MaxBytes > 0:
 		return nil, memoryConfigError("MaxBytes", "set with MaxEntries: set one of them, not both")
 	}
