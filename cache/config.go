@@ -45,9 +45,10 @@ type Config struct {
 	Name string
 	// TTL is how long a loaded value stays in the store. Default 5m.
 	TTL time.Duration
-	// TTLJitter adds a random extra lifetime in [0, TTLJitter] to each entry,
-	// so that entries loaded together do not all expire (and reload)
-	// together. Default TTL/10 (DefaultTTLJitterDivisor); pgkit.Disabled: none.
+	// TTLJitter adds a random extra lifetime in [0, TTLJitter] to each
+	// entry, so that entries loaded together do not all expire (and reload)
+	// together. Default TTL/10 (TTL/DefaultTTLJitterDivisor);
+	// pgkit.Disabled: none.
 	TTLJitter time.Duration
 	// Codec encodes values for the store. Default JSONCodec.
 	Codec Codec
@@ -64,13 +65,14 @@ type Config struct {
 	// alone for this long and loads directly (each such call counts as an
 	// error), so that an outage costs a request nothing rather than up to
 	// StoreTimeout; then the next call tries the store again. Deletes always
-	// try the store. Default 1s; pgkit.Disabled tries the store on every call.
+	// try the store. Default 1s; pgkit.Disabled tries the store on every
+	// call.
 	StoreBackoff time.Duration
 	// LoadTimeout bounds a load. A load runs detached from the cancellation
 	// of the caller that started it, so that the callers waiting for the
 	// same key are not failed when that one gives up; each caller still
-	// stops waiting when its own context ends. Default 30s; pgkit.Disabled: no
-	// bound but the load's own.
+	// stops waiting when its own context ends. Default 30s; pgkit.Disabled:
+	// no bound but the load's own.
 	LoadTimeout time.Duration
 	// LocalTTL, when positive, puts a small in-memory tier in front of the
 	// store: values found in (or written to) the store are kept in this

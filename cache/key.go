@@ -104,8 +104,8 @@ func (tc Tenant[T]) keys(keys []string) []string {
 	return out
 }
 
-// emptyTenantError is pgkit.ErrEmptyTenant with the name of the call that refused
-// the empty id.
+// emptyTenantError is pgkit.ErrEmptyTenant with the name of the call that
+// refused the empty id.
 type emptyTenantError struct{ where string }
 
 func (e emptyTenantError) Error() string        { return "pgkit: " + e.where + ": empty tenant id" }

@@ -48,6 +48,8 @@ type memEntry struct {
 }
 
 // NewMemoryStore returns an in-memory Store. Call Close when done with it.
+// It refuses a bad config with a *pgkit.ConfigError whose Struct is
+// "cache.MemoryStoreConfig".
 func NewMemoryStore(cfg MemoryStoreConfig) (*MemoryStore, error) {
 	switch {
 	case cfg.MaxEntries < 0:

@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The cache's metrics are registered with a const label cache=<Config.Name>,
-// as the pool's are with pool=<pgkit.Config.Name>, so caches of different names
-// share a registry.
+// The cache's metrics are registered with a const label
+// cache=<Config.Name>, as the pool's are with pool=<pgkit.Config.Name>, so
+// caches of different names share a registry.
 
 // cacheResult is the "result" label of pgkit_cache_requests_total.
 type cacheResult uint8
