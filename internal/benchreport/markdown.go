@@ -28,7 +28,7 @@ func markdown(res *results, in, svgDir string) string {
 		"Absolute numbers move with that load; the ratios much less, because each benchmark runs its two sides in alternating rounds in one process.\n\n")
 
 	p("## How to read it\n\n")
-	p("- Each comparison runs side *a* (raw pgx, or the thing pgkit replaces) and side *b* (pgkit) in 10 alternating rounds in one run (`benchAB`/`benchScaled` in `bench_test.go`), and reports each side's time, B and allocations per operation, and the **ratio**: a's time per operation over b's, that is b's throughput relative to a's (1.0 is as fast, 0.97 is 3%% slower, 1,000× is a thousand times faster).\n")
+	p("- Each comparison runs side *a* (raw pgx, or the thing pgkit replaces) and side *b* (pgkit) in 10 alternating rounds in one run (`benchab.AB`/`benchab.Scaled` in `internal/benchab`), and reports each side's time, B and allocations per operation, and the **ratio**: a's time per operation over b's, that is b's throughput relative to a's (1.0 is as fast, 0.97 is 3%% slower, 1,000× is a thousand times faster).\n")
 	p("- Each run gives one ratio. The table gives the geometric mean of the %s runs' ratios and its **95%% interval** (Student t on the logarithms). Times, allocations and rows/s are arithmetic means over the runs.\n", cfg("count"))
 	p("- \"Each run's ratio\" lists the runs, so that one disturbed run (autovacuum, another process) shows instead of hiding in the mean.\n")
 	p("- A target is **met** when the whole interval clears it, *met on the mean* when only the mean does, **not met** when the mean misses it.\n")
