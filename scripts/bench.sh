@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole benchmark suite (root package) with -count runs per
+# Runs the whole benchmark suite (root package, then internal/peerbench) with -count runs per
 # benchmark, each family at a -benchtime that keeps the suite within about
 # ten minutes on a 2-core machine, and saves the raw output, headed by the
 # machine and versions, to bench/results.txt (BENCH_OUT). Then prints each
@@ -37,6 +37,12 @@ families=(
 	'^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
 	'^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
 )
+# Families of internal/peerbench, a module of its own so that the libraries
+# pgkit is compared with stay out of pgkit's go.mod; its test binary is built
+# in that module.
+peer_families=(
+	'^BenchmarkCacheRedisHitVsGoRedisCache$'                                5000x
+)
 
 pgversion() {
 	if [ -n "${PGKIT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
@@ -53,6 +59,7 @@ redisversion() {
 
 start=$(date +%s)
 $GO test -c -o bench/pgkit.test .
+(cd internal/peerbench && $GO test -c -o ../../bench/peerbench.test .)
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -64,18 +71,26 @@ $GO test -c -o bench/pgkit.test .
 	echo "count: $COUNT"
 	echo "command: make bench"
 } >"$OUT"
-for ((i = 0; i < ${#families[@]}; i += 2)); do
-	pattern=${families[i]} benchtime=${families[i + 1]}
-	echo "# -bench '$pattern' -benchtime $benchtime -count $COUNT" >&2
-	./bench/pgkit.test -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" \
-		-test.count "$COUNT" -test.benchmem -test.timeout 30m | tee -a "$OUT"
-done
+# run_families BINARY PATTERN BENCHTIME...: each family with the test binary.
+run_families() {
+	local bin=$1
+	shift
+	while [ $# -gt 0 ]; do
+		local pattern=$1 benchtime=$2
+		shift 2
+		echo "# $bin -bench '$pattern' -benchtime $benchtime -count $COUNT" >&2
+		"$bin" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" \
+			-test.count "$COUNT" -test.benchmem -test.timeout 30m | tee -a "$OUT"
+	done
+}
+run_families ./bench/pgkit.test "${families[@]}"
+run_families ./bench/peerbench.test "${peer_families[@]}"
 end=$(date +%s)
 {
 	echo "loadavg-end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 	echo "elapsed-seconds: $((end - start))"
 } >>"$OUT"
-rm -f bench/pgkit.test
+rm -f bench/pgkit.test bench/peerbench.test
 
 echo
 echo "make bench: $((end - start)) s; raw output in $OUT"
