@@ -5,6 +5,11 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 GOVULNCHECK_VERSION ?= v1.1.4
 TESTFLAGS ?=
 FUZZTIME ?= 10s
+# The repository's modules, each with its own go.mod: the library, the
+# examples and the peer benchmarks. Only the first is what users require, so
+# the others' dependencies (WebSockets, other cache libraries) stay out of
+# users' module graphs.
+MODULES := . examples internal/peerbench
 
 .DEFAULT_GOAL := help
 
@@ -18,12 +23,14 @@ deps: ## Check (and on Debian as root, install) PostgreSQL, Redis, promtool and 
 
 .PHONY: demo
 demo: deps ## Run the quickstart tour against a throwaway server (or PGKIT_DATABASE_URL).
-	$(GO) run ./examples/quickstart
+	cd examples && $(GO) run ./quickstart
 
 .PHONY: test
-test: deps rules ## go vet, the alert rules, then every test with the race detector against real PostgreSQL and Redis.
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
+test: deps rules ## go vet, the alert rules, then every test of every module with the race detector against real PostgreSQL and Redis.
+	@set -e; for m in $(MODULES); do echo "== go vet ($$m)"; (cd $$m && $(GO) vet ./...); done
+	@set -e; for m in $(MODULES); do \
+		echo "== go test ($$m)"; (cd $$m && $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...); \
+	done
 
 .PHONY: rules
 rules: ## promtool check and unit-test examples/monitoring/alerts.yml.
@@ -57,10 +64,13 @@ loadtest: deps ## The chat service on a throwaway server: 1,000 WebSocket client
 .PHONY: lint
 lint: ## gofmt, golangci-lint and govulncheck (pinned versions; govulncheck needs vuln.go.dev).
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w on the files above"; exit 1; }
-	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
-	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./...
+	@set -e; for m in $(MODULES); do \
+		echo "== lint ($$m)"; \
+		(cd $$m && $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./... && \
+			$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./...); \
+	done
 
 .PHONY: tidy
-tidy: ## go mod tidy and gofmt -w.
-	$(GO) mod tidy
+tidy: ## go mod tidy in every module, and gofmt -w.
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
 	gofmt -w .

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole benchmark suite (the root package and ./cache) with -count
+# Runs the whole benchmark suite (the root package, ./cache, and
+# internal/peerbench, a module of its own so that the libraries pgkit is
+# compared with stay out of pgkit's go.mod) with -count
 # runs per benchmark, each family at a -benchtime that keeps the suite within
 # about ten minutes on a 2-core machine, and saves the raw output, headed by the
 # machine and versions, to bench/results.txt (BENCH_OUT). Then prints each
@@ -35,12 +37,13 @@ families=(
 	cache '^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x
 	cache '^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
 	cache '^BenchmarkCacheMemoryHitParallel$'                                     100000x
+	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache$'                            5000x
 	pgkit '^BenchmarkPoolSize$'                                                   3x
 	pgkit '^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
 	pgkit '^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
 )
-# The package each test binary is built from.
-declare -A packages=([pgkit]=. [cache]=./cache)
+# The directory each test binary is built from (and runs in).
+declare -A packages=([pgkit]=. [cache]=./cache [peerbench]=./internal/peerbench)
 
 pgversion() {
 	if [ -n "${PGKIT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
@@ -57,7 +60,7 @@ redisversion() {
 
 start=$(date +%s)
 for bin in "${!packages[@]}"; do
-	$GO test -c -o "bench/$bin.test" "${packages[$bin]}"
+	(cd "${packages[$bin]}" && $GO test -c -o "$top/bench/$bin.test" .)
 done
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -39,5 +39,5 @@ echo "provision: missing ${missing[*]}. Install them, for example:" >&2
 echo "  sudo apt-get install ${missing[*]}      (Debian/Ubuntu)" >&2
 echo "  brew install postgresql redis pgbouncer prometheus chromium   (macOS)" >&2
 echo "or point the tests at running servers with PGKIT_TEST_DATABASE_URL and PGKIT_TEST_REDIS_URL," >&2
-echo "or run a Docker engine (the test harness then uses testcontainers)." >&2
+echo "or run a Docker engine with the docker command on PATH (the test harness then runs containers)." >&2
 exit 1

@@ -34,8 +34,8 @@ stop_chat() {
 }
 trap 'stop_chat || true; rm -rf "$tmp"' EXIT
 
-go build -o "$tmp/chat" ./examples/chat
-go build -o "$tmp/loadtest" ./examples/loadtest
+# examples is a module of its own (github.com/pgkit-dev/pgkit/examples).
+(cd examples && go build -o "$tmp/chat" ./chat && go build -o "$tmp/loadtest" ./loadtest)
 
 admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 "$tmp/chat" -database-url "${LOADTEST_DATABASE_URL:-}" -listen 127.0.0.1:0 -ready-file "$tmp/ready.json" -admin-token "$admin_token" \

@@ -60,6 +60,8 @@ var cacheSpecs = []spec{
 		known: "A hit does more than a bare GET: it decodes the JSON value (about 1.6 µs) and bounds the call with a `StoreTimeout` context (about 0.7 µs, 5 allocations): 20 allocations against 8. Against a GET that also decodes (`raw-GET+json`) the work is the same."},
 	{name: "BenchmarkCacheRedisHitVsRawGET/raw-GET+json", label: "Redis hit vs raw `GET` + `json.Unmarshal`"},
 	{name: "BenchmarkCacheMemoryHitParallel", label: "memory hit, 64 goroutines, vs store `Get` + `json.Unmarshal`"},
+	// internal/peerbench, a module of its own.
+	{name: "BenchmarkCacheRedisHitVsGoRedisCache", label: "Redis hit vs go-redis/cache's `Once` hit (msgpack), a 200-byte struct"},
 }
 
 // pgBouncerSpecs compare deployments, not pgkit with raw pgx: they have no

@@ -1,115 +1,206 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"os"
-	"path/filepath"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/testcontainers/testcontainers-go"
-	tclog "github.com/testcontainers/testcontainers-go/log"
-	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 )
 
-// PostgresImage is the image StartDocker runs.
-const PostgresImage = "postgres:15-alpine"
+// Images the Docker path runs.
+const (
+	// PostgresImage is the image StartDocker runs.
+	PostgresImage = "postgres:15-alpine"
+	// RedisImage is the image RedisURL runs when it has to use Docker.
+	RedisImage = "redis:7-alpine"
+)
 
-// dockerUsed records that this process ran a container, so Main knows to
-// allow the goroutines testcontainers keeps for the life of the process
-// (its reaper connection, the Docker client's idle HTTP connections).
-var dockerUsed atomic.Bool
+// dockerLabel marks the containers pgtest runs, so leftovers can be found:
+// docker rm -f -v $(docker ps -aq --filter label=pgkit.pgtest).
+const dockerLabel = "pgkit.pgtest"
+
+// docker runs the docker command-line client. pgtest drives Docker through
+// it, not through a Go client, so the module graph of pgkit holds no
+// Docker packages. The engine must be local: ports are published on
+// 127.0.0.1.
+type docker struct {
+	bin string // the docker program
+}
+
+// dockerClient finds the docker program on PATH.
+func dockerClient() (docker, error) {
+	bin, err := exec.LookPath("docker")
+	if err != nil {
+		return docker{}, errors.New("no Docker engine: the docker command is not on PATH")
+	}
+	return docker{bin: bin}, nil
+}
+
+// run runs docker with args and returns its standard output, trimmed. Its
+// error carries the command's standard error.
+func (d docker) run(ctx context.Context, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("docker %s: %w: %s", args[0], err, strings.TrimSpace(tail(stderr.Bytes(), 2000)))
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// postgresRunArgs are the arguments of `docker run` for a PostgreSQL
+// container: detached, the server port published on a free 127.0.0.1 port,
+// trust authentication, the fast settings (listening on all addresses, as
+// a container must) and then opts' settings.
+func postgresRunArgs(o options) []string {
+	args := []string{"run", "-d", "--label", dockerLabel, "-p", "127.0.0.1::5432",
+		"-e", "POSTGRES_USER=postgres", "-e", "POSTGRES_DB=postgres", "-e", "POSTGRES_HOST_AUTH_METHOD=trust",
+		PostgresImage, "postgres"}
+	for i := 0; i < len(fastSettings); i += 2 {
+		if !strings.HasPrefix(fastSettings[i+1], "listen_addresses=") {
+			args = append(args, fastSettings[i], fastSettings[i+1])
+		}
+	}
+	return append(args, o.postgresArgs()...)
+}
+
+// redisRunArgs are the arguments of `docker run` for a Redis container.
+func redisRunArgs() []string {
+	return []string{"run", "-d", "--label", dockerLabel, "-p", "127.0.0.1::6379", RedisImage}
+}
+
+// container is one container pgtest started: its id and the docker client.
+type container struct {
+	docker docker
+	id     string
+	dog    *watchdog
+}
+
+// startContainer runs `docker run` with args and starts a watchdog that
+// removes the container if this process ends without closing it.
+func (d docker) startContainer(ctx context.Context, args []string) (*container, error) {
+	id, err := d.run(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	if id == "" || strings.ContainsAny(id, " \n") {
+		return nil, fmt.Errorf("docker run printed %q, not a container id", id)
+	}
+	c := &container{docker: d, id: id}
+	if c.dog, err = startDockerWatchdog(d.bin, id); err != nil {
+		_ = c.remove(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return c, nil
+}
+
+// hostPort returns the host address docker publishes containerPort on
+// (such as "5432/tcp").
+func (c *container) hostPort(ctx context.Context, containerPort string) (string, int, error) {
+	out, err := c.docker.run(ctx, "port", c.id, containerPort)
+	if err != nil {
+		return "", 0, err
+	}
+	return parseDockerPort(out)
+}
+
+// remove stops the watchdog, then removes the container and its anonymous
+// volumes (the postgres image declares one for its data).
+func (c *container) remove(ctx context.Context) error {
+	c.dog.stop()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err := c.docker.run(ctx, "rm", "-f", "-v", c.id)
+	return err
+}
+
+// parseDockerPort reads the output of `docker port ID PORT`, one
+// host:port a line ("127.0.0.1:49153", "[::]:49153"), and returns the first
+// IPv4 address, else the first, with an unspecified host (0.0.0.0, ::)
+// replaced by the loopback address.
+func parseDockerPort(out string) (string, int, error) {
+	var host string
+	var port int
+	for line := range strings.Lines(out) {
+		h, p, err := net.SplitHostPort(strings.TrimSpace(line))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			continue
+		}
+		ip := net.ParseIP(h)
+		if ip == nil {
+			continue
+		}
+		if ip.IsUnspecified() {
+			h = "127.0.0.1"
+			if ip.To4() == nil {
+				h = "::1"
+			}
+		}
+		if host == "" || (ip.To4() != nil && net.ParseIP(host).To4() == nil) {
+			host, port = h, n
+		}
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("docker port printed no host address: %q", out)
+	}
+	return host, port, nil
+}
 
 // StartDocker starts a throwaway PostgreSQL server in a Docker container
-// (postgres:15-alpine, trust authentication, user postgres) through
-// testcontainers-go. It returns an error quickly, without a panic, when no
-// Docker engine answers. Stop and Start keep the container's data, but
-// Docker may map a different host port after Start: call URL again. The
-// caller must Close it.
-func StartDocker(ctx context.Context, opts ...Option) (_ *Cluster, err error) {
+// (postgres:15-alpine, trust authentication, user postgres) with the
+// docker command, published on a free 127.0.0.1 port. It returns an error
+// quickly when there is no docker command or no engine answers. Stop and
+// Start keep the container's data, but Docker may publish another port
+// after Start: call URL again. The caller must Close it; if this process
+// ends first, a watchdog removes the container.
+func StartDocker(ctx context.Context, opts ...Option) (*Cluster, error) {
 	if err := dockerAvailable(ctx); err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	o := buildOptions(opts)
-	cmd := []string{"postgres"}
-	for i := 0; i < len(fastSettings); i += 2 {
-		if !strings.HasPrefix(fastSettings[i+1], "listen_addresses=") { // in a container it must listen on all
-			cmd = append(cmd, fastSettings[i], fastSettings[i+1])
-		}
-	}
-	cmd = append(cmd, o.postgresArgs()...)
-
-	dockerUsed.Store(true)
-	var ctr *tcpostgres.PostgresContainer
-	err = guardPanic(func() error {
-		var err error
-		ctr, err = tcpostgres.Run(ctx, PostgresImage,
-			testcontainers.WithEnv(map[string]string{
-				"POSTGRES_USER":             "postgres",
-				"POSTGRES_DB":               "postgres",
-				"POSTGRES_HOST_AUTH_METHOD": "trust",
-			}),
-			testcontainers.WithCmd(cmd...),
-			tcpostgres.BasicWaitStrategies(),
-		)
-		return err
-	})
-	dc := &dockerCluster{ctr: ctr}
+	d, err := dockerClient()
 	if err != nil {
-		if ctr != nil {
-			_ = dc.close(context.WithoutCancel(ctx))
-		}
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	return startDocker(ctx, d, buildOptions(opts))
+}
+
+func startDocker(ctx context.Context, d docker, o options) (*Cluster, error) {
+	ctr, err := d.startContainer(ctx, postgresRunArgs(o))
+	if err != nil {
 		return nil, fmt.Errorf("pgtest: start %s in Docker: %w", PostgresImage, err)
 	}
-	host, port, err := dc.endpoint(ctx)
-	if err == nil {
-		err = waitAccepting(ctx, (&Cluster{host: host, port: port}).URL(), startTimeout)
-	}
+	dc := &dockerCluster{ctr: ctr}
+	host, port, err := dc.ready(ctx)
 	if err != nil {
-		_ = dc.close(context.WithoutCancel(ctx))
+		_ = ctr.remove(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return &Cluster{host: host, port: port, running: true, impl: dc}, nil
 }
 
-// dockerCluster is a cluster in a testcontainers container.
+// dockerCluster is a cluster in a container.
 type dockerCluster struct {
-	ctr *tcpostgres.PostgresContainer
+	ctr *container
 }
 
-func (dc *dockerCluster) endpoint(ctx context.Context) (string, int, error) {
-	host, err := dc.ctr.Host(ctx)
-	if err != nil {
-		return "", 0, fmt.Errorf("pgtest: container host: %w", err)
-	}
-	p, err := dc.ctr.MappedPort(ctx, "5432/tcp")
+// ready returns the published address once the server accepts
+// connections. The image's entrypoint first runs a server for its setup
+// that listens on no TCP port, so a query over TCP answers only the final
+// one.
+func (dc *dockerCluster) ready(ctx context.Context) (string, int, error) {
+	host, port, err := dc.ctr.hostPort(ctx, "5432/tcp")
 	if err != nil {
 		return "", 0, fmt.Errorf("pgtest: container port: %w", err)
-	}
-	return host, int(p.Num()), nil
-}
-
-func (dc *dockerCluster) stop(ctx context.Context) error {
-	timeout := 30 * time.Second // docker stop sends SIGTERM: a smart shutdown
-	if err := guardPanic(func() error { return dc.ctr.Stop(ctx, &timeout) }); err != nil {
-		return fmt.Errorf("pgtest: stop container: %w", err)
-	}
-	return nil
-}
-
-func (dc *dockerCluster) start(ctx context.Context) (string, int, error) {
-	if err := guardPanic(func() error { return dc.ctr.Start(ctx) }); err != nil {
-		return "", 0, fmt.Errorf("pgtest: start container: %w", err)
-	}
-	host, port, err := dc.endpoint(ctx)
-	if err != nil {
-		return "", 0, err
 	}
 	if err := waitAccepting(ctx, (&Cluster{host: host, port: port}).URL(), startTimeout); err != nil {
 		return "", 0, err
@@ -117,11 +208,46 @@ func (dc *dockerCluster) start(ctx context.Context) (string, int, error) {
 	return host, port, nil
 }
 
-func (dc *dockerCluster) close(context.Context) error {
-	if err := guardPanic(func() error { return testcontainers.TerminateContainer(dc.ctr) }); err != nil {
+func (dc *dockerCluster) stop(ctx context.Context) error {
+	// docker stop sends SIGTERM, a smart shutdown, and SIGKILL after -t.
+	if _, err := dc.ctr.docker.run(ctx, "stop", "-t", "30", dc.ctr.id); err != nil {
+		return fmt.Errorf("pgtest: stop container: %w", err)
+	}
+	return nil
+}
+
+func (dc *dockerCluster) start(ctx context.Context) (string, int, error) {
+	if _, err := dc.ctr.docker.run(ctx, "start", dc.ctr.id); err != nil {
+		return "", 0, fmt.Errorf("pgtest: start container: %w", err)
+	}
+	return dc.ready(ctx)
+}
+
+func (dc *dockerCluster) close(ctx context.Context) error {
+	if err := dc.ctr.remove(ctx); err != nil {
 		return fmt.Errorf("pgtest: remove container: %w", err)
 	}
 	return nil
+}
+
+// startDockerRedis runs a Redis container and returns its URL once it
+// answers PING; the caller removes the container.
+func startDockerRedis(ctx context.Context, d docker) (string, *container, error) {
+	ctr, err := d.startContainer(ctx, redisRunArgs())
+	if err != nil {
+		return "", nil, err
+	}
+	host, port, err := ctr.hostPort(ctx, "6379/tcp")
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, startTimeout)
+		err = waitRedis(ctx, net.JoinHostPort(host, strconv.Itoa(port)), nil)
+		cancel()
+	}
+	if err != nil {
+		_ = ctr.remove(context.WithoutCancel(ctx))
+		return "", nil, err
+	}
+	return "redis://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/0", ctr, nil
 }
 
 var dockerCheck struct {
@@ -129,100 +255,25 @@ var dockerCheck struct {
 	err  error
 }
 
-// dockerAvailable reports, once per process, whether a Docker engine
-// answers. It first looks for the engine's socket itself (DOCKER_HOST, or
-// the usual socket paths), so on a machine without Docker it returns at
-// once, without testcontainers' panics, retries and log lines; then it asks
-// testcontainers' provider for its health.
+// dockerAvailable reports, once per process, whether the docker command is
+// on PATH and an engine answers it.
 func dockerAvailable(ctx context.Context) error {
 	dockerCheck.once.Do(func() { dockerCheck.err = checkDocker(ctx) })
 	return dockerCheck.err
 }
 
+// checkDocker asks the engine for its version, which fails at once when
+// nothing listens where the client looks (DOCKER_HOST, the current
+// context, the default socket).
 func checkDocker(ctx context.Context) error {
-	if err := dialDockerEngine(ctx); err != nil {
+	d, err := dockerClient()
+	if err != nil {
 		return err
 	}
-	return guardPanic(func() error {
-		p, err := testcontainers.ProviderDefault.GetProvider(testcontainers.WithLogger(tclog.NewNoopLogger()))
-		if err != nil {
-			return fmt.Errorf("no Docker engine: %w", err)
-		}
-		defer func() { _ = p.Close() }()
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := p.Health(ctx); err != nil {
-			return fmt.Errorf("no Docker engine: %w", err)
-		}
-		return nil
-	})
-}
-
-// dialDockerEngine checks that something listens where a Docker engine
-// would. With a ~/.testcontainers.properties file the engine may be
-// configured there, so it leaves the decision to testcontainers.
-func dialDockerEngine(ctx context.Context) error {
-	home, _ := os.UserHomeDir()
-	if home != "" {
-		if _, err := os.Stat(filepath.Join(home, ".testcontainers.properties")); err == nil {
-			return nil
-		}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := d.run(ctx, "version", "--format", "{{.Server.Version}}"); err != nil {
+		return fmt.Errorf("no Docker engine: %w", err)
 	}
-	var candidates []string // network:address
-	if h := os.Getenv("DOCKER_HOST"); h != "" {
-		u, err := url.Parse(h)
-		if err != nil {
-			return fmt.Errorf("no Docker engine: DOCKER_HOST=%q: %w", h, err)
-		}
-		switch u.Scheme {
-		case "unix":
-			candidates = append(candidates, "unix:"+u.Path)
-		case "tcp", "http", "https":
-			candidates = append(candidates, "tcp:"+u.Host)
-		default: // ssh://, npipe://: let testcontainers try
-			return nil
-		}
-	} else {
-		paths := []string{"/var/run/docker.sock"}
-		if xdg := os.Getenv("XDG_RUNTIME_DIR"); xdg != "" {
-			paths = append(paths, filepath.Join(xdg, "docker.sock"))
-		}
-		paths = append(paths, fmt.Sprintf("/run/user/%d/docker.sock", os.Getuid()))
-		if home != "" {
-			paths = append(paths,
-				filepath.Join(home, ".docker", "run", "docker.sock"),
-				filepath.Join(home, ".docker", "desktop", "docker.sock"),
-				filepath.Join(home, ".colima", "default", "docker.sock"),
-				filepath.Join(home, ".rd", "docker.sock"))
-		}
-		for _, p := range paths {
-			candidates = append(candidates, "unix:"+p)
-		}
-	}
-	var tried []string
-	for _, c := range candidates {
-		network, addr, _ := strings.Cut(c, ":")
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err := d.DialContext(ctx, network, addr)
-		if err == nil {
-			_ = conn.Close()
-			return nil
-		}
-		tried = append(tried, addr)
-	}
-	if os.Getenv("DOCKER_HOST") != "" {
-		return fmt.Errorf("no Docker engine answers at DOCKER_HOST=%s", os.Getenv("DOCKER_HOST"))
-	}
-	return errors.New("no Docker engine: DOCKER_HOST is not set and no socket answers at " + strings.Join(tried, ", "))
-}
-
-// guardPanic runs fn and turns a panic (testcontainers panics in places
-// when it cannot find an engine) into an error.
-func guardPanic(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("testcontainers panicked: %v", r)
-		}
-	}()
-	return fn()
+	return nil
 }

@@ -10,13 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/testcontainers/testcontainers-go"
-	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
 	"go.uber.org/goleak"
 )
-
-// RedisImage is the image RedisURL runs when it has to use Docker.
-const RedisImage = "redis:7-alpine"
 
 // shared holds the servers this test binary resolved once and shares
 // between its tests; Main closes the ones it started.
@@ -32,7 +27,7 @@ var shared struct {
 	redisOnce   sync.Once
 	redisURL    string
 	redisServer *RedisServer
-	redisCtr    *tcredis.RedisContainer
+	redisCtr    *container
 	redisErr    error
 }
 
@@ -43,8 +38,7 @@ var shared struct {
 // After the tests it stops the shared servers this binary started (see
 // AdminURL and RedisURL); then, if the tests passed, it looks for leaked
 // goroutines with goleak.Find(leakOpts...) and fails the run, printing
-// them, if there are any. When the binary used Docker it also ignores the
-// goroutines testcontainers keeps for the life of the process.
+// them, if there are any.
 func Main(m *testing.M, leakOpts ...goleak.Option) {
 	code := m.Run()
 	if err := closeShared(); err != nil {
@@ -54,13 +48,6 @@ func Main(m *testing.M, leakOpts ...goleak.Option) {
 		}
 	}
 	if code == 0 {
-		if dockerUsed.Load() {
-			leakOpts = append(leakOpts,
-				goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
-				goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-				goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-			)
-		}
 		if err := goleak.Find(leakOpts...); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: goroutines leaked by the tests: %v\n", err)
 			code = 1
@@ -79,7 +66,7 @@ func closeShared() error {
 		errs = append(errs, r.Stop())
 	}
 	if c := shared.redisCtr; c != nil {
-		if err := guardPanic(func() error { return testcontainers.TerminateContainer(c) }); err != nil {
+		if err := c.remove(context.Background()); err != nil {
 			errs = append(errs, fmt.Errorf("pgtest: remove redis container: %w", err))
 		}
 	}
@@ -258,7 +245,7 @@ func RedisURL(t testing.TB) string {
 
 // resolveRedis finds the shared Redis: the URL from the environment, else
 // a server or container of its own (returned, for the caller to stop).
-func (f finder) resolveRedis(ctx context.Context) (string, *RedisServer, *tcredis.RedisContainer, error) {
+func (f finder) resolveRedis(ctx context.Context) (string, *RedisServer, *container, error) {
 	if u := strings.TrimSpace(f.getenv(EnvRedisURL)); u != "" {
 		return u, nil, nil, nil
 	}
@@ -272,23 +259,13 @@ func (f finder) resolveRedis(ctx context.Context) (string, *RedisServer, *tcredi
 		reasons = append(reasons, reason(err))
 		return "", nil, nil, noRedisError(reasons...)
 	}
-	dockerUsed.Store(true)
-	var ctr *tcredis.RedisContainer
-	err = guardPanic(func() error {
-		var err error
-		ctr, err = tcredis.Run(ctx, RedisImage)
-		return err
-	})
+	d, err := dockerClient()
 	var u string
+	var ctr *container
 	if err == nil {
-		err = guardPanic(func() error {
-			var err error
-			u, err = ctr.ConnectionString(ctx)
-			return err
-		})
+		u, ctr, err = startDockerRedis(ctx, d)
 	}
 	if err != nil {
-		_ = guardPanic(func() error { return testcontainers.TerminateContainer(ctr) })
 		reasons = append(reasons, "start "+RedisImage+" in Docker: "+err.Error())
 		return "", nil, nil, noRedisError(reasons...)
 	}

@@ -7,11 +7,12 @@
 //  2. PostgreSQL server binaries on this machine (initdb and pg_ctl on PATH,
 //     under `pg_config --bindir`, or in a distribution's usual place), started
 //     as a throwaway cluster in a temp dir on a free 127.0.0.1 port;
-//  3. Docker, through testcontainers-go (postgres:15-alpine);
+//  3. Docker, through the docker command (postgres:15-alpine, published on
+//     127.0.0.1);
 //
 // and fails with a message naming these three ways when none works. Redis is
-// found the same way: PGKIT_TEST_REDIS_URL, a redis-server binary,
-// testcontainers, fail.
+// found the same way: PGKIT_TEST_REDIS_URL, a redis-server binary, Docker
+// (redis:7-alpine), fail.
 //
 // Each test gets a database of its own, cloned from a template that has
 // testdata/schema.sql applied, so tests can call t.Parallel:
@@ -87,7 +88,7 @@ func noPostgresError(reasons ...string) error {
 	return fmt.Errorf("pgtest: no PostgreSQL server for the tests (%s). Provide one of:\n"+
 		"  1. set %s to a server's URL, e.g. %s=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable\n"+
 		"  2. install PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql`\n"+
-		"  3. run a Docker engine, for testcontainers-go",
+		"  3. run a Docker engine and put the docker command on PATH",
 		strings.Join(reasons, "; "), EnvDatabaseURL, EnvDatabaseURL)
 }
 
@@ -97,7 +98,7 @@ func noRedisError(reasons ...string) error {
 	return fmt.Errorf("pgtest: no Redis server for the tests (%s). Provide one of:\n"+
 		"  1. set %s to a server's URL, e.g. %s=redis://127.0.0.1:6379/0\n"+
 		"  2. install the redis-server binary, e.g. `apt-get install redis-server`\n"+
-		"  3. run a Docker engine, for testcontainers-go",
+		"  3. run a Docker engine and put the docker command on PATH",
 		strings.Join(reasons, "; "), EnvRedisURL, EnvRedisURL)
 }
 

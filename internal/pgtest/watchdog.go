@@ -14,7 +14,8 @@ import (
 // behind. Close kills it first, so on the normal path it does nothing.
 const watchdogScript = `read -r line; "$0" stop -D "$1" -m immediate -w >/dev/null 2>&1; rm -rf "$2"`
 
-// watchdog is the shell running watchdogScript for one local cluster.
+// watchdog is the shell running watchdogScript for one local cluster, or
+// dockerWatchdogScript for one container.
 type watchdog struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser // held open for the life of this process
@@ -28,6 +29,24 @@ func startWatchdog(lc *localCluster) (*watchdog, error) {
 	if lc.as != nil {
 		setCredential(cmd, lc.as.uid, lc.as.gid)
 	}
+	return runWatchdog(cmd)
+}
+
+// dockerWatchdogScript is watchdogScript for a container: it removes the
+// container and its anonymous volumes.
+const dockerWatchdogScript = `read -r line; "$0" rm -f -v "$1" >/dev/null 2>&1`
+
+// startDockerWatchdog starts a watchdog that removes container id with the
+// docker program at bin when this process ends.
+func startDockerWatchdog(bin, id string) (*watchdog, error) {
+	cmd := exec.Command("/bin/sh", "-c", dockerWatchdogScript, bin, id)
+	detach(cmd)
+	return runWatchdog(cmd)
+}
+
+// runWatchdog starts cmd with a pipe on its standard input that stays open
+// for the life of this process.
+func runWatchdog(cmd *exec.Cmd) (*watchdog, error) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: watchdog: %w", err)
