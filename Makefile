@@ -50,7 +50,7 @@ bench-report: ## BENCHMARKS.md and docs/bench/*.svg from bench/results.txt (run 
 	$(GO) run ./internal/benchreport -in bench/results.txt -md BENCHMARKS.md -svg docs/bench
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target (root and ./cache) for FUZZTIME each (default 10s); their seed corpora are in each package's testdata/fuzz.
+fuzz: ## Run every fuzz target (root and ./cache) for FUZZTIME each (default 10s); their corpora are in each package's testdata/fuzz.
 	@for pkg in . ./cache; do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9]*' $$pkg/*_test.go | cut -d' ' -f2); do \
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

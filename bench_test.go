@@ -86,14 +86,14 @@ func BenchmarkSelect1(b *testing.B) {
 	benchQueryAB(b, raw, db, "SELECT 1", 1)
 }
 
-// BenchmarkCountUsers is the seed's query, SELECT COUNT(*) FROM users over
+// BenchmarkCountUsers is a typical dashboard query, SELECT COUNT(*) FROM users over
 // 10,000 users, through pgkit and raw pgxpool on pools of 8 connections, from
 // 1, 16 and 64 goroutines.
 func BenchmarkCountUsers(b *testing.B) {
 	url := pgtest.NewDatabase(b)
-	seedUsersTable(b, url)
+	fillUsersTable(b, url)
 	raw, db := benchPoolsOn(b, url, 8, pgkit.Config{})
-	benchQueryAB(b, raw, db, "SELECT COUNT(*) FROM users", seedUsers)
+	benchQueryAB(b, raw, db, "SELECT COUNT(*) FROM users", loadUsers)
 }
 
 // benchQueryAB runs sql, which returns want, through raw and db at each of

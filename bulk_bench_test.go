@@ -18,7 +18,7 @@ const benchRows = 10_000
 
 func benchBulkSetup(b *testing.B) (*pgkit.DB, int64) {
 	_, db := benchPools(b, 2, pgkit.Config{})
-	return db, seedConversation(b, db)
+	return db, newConversation(b, db)
 }
 
 // rawMessageArrays is what raw pgx code builds for unnest: one slice per column.
@@ -72,7 +72,7 @@ func BenchmarkBulkInsertReturning(b *testing.B) {
 	reportRows(b, benchRows, "raw-unnest", a, "InsertReturning", k)
 }
 
-// BenchmarkBulkInsertReturningVsRowAtATime is the seed's add_all + refresh:
+// BenchmarkBulkInsertReturningVsRowAtATime is an ORM's add_all + refresh:
 // one INSERT ... RETURNING per row, in one transaction.
 func BenchmarkBulkInsertReturningVsRowAtATime(b *testing.B) {
 	db, convID := benchBulkSetup(b)

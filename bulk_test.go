@@ -237,8 +237,8 @@ type messageRow struct {
 	CreatedAt      time.Time `db:"created_at,default"`
 }
 
-// seedConversation makes a tenant, a user and a conversation for messages.
-func seedConversation(t testing.TB, db *pgkit.DB) int64 {
+// newConversation makes a tenant, a user and a conversation for messages.
+func newConversation(t testing.TB, db *pgkit.DB) int64 {
 	t.Helper()
 	ctx := context.Background()
 	var convID int64
@@ -260,7 +260,7 @@ func TestBulkChunkBoundaries(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	const chunk = 7
 	total := 0
 	for _, n := range []int{chunk - 1, chunk, chunk + 1, 10*chunk + 3} {
@@ -330,7 +330,7 @@ func TestInsertReturningFillsRowsOnlyOnSuccess(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 
 	rows := messages(convID, 25, 0)
 	rows[22].Role = "robot" // breaks the CHECK, in the third chunk of ten
@@ -384,7 +384,7 @@ func TestBulkHundredThousandRows(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	const n = 100_000
 
 	copied, err := pgkit.CopyInsert(ctx, db, "messages", messages(convID, n, 0))

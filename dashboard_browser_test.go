@@ -277,7 +277,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// No Registerer: every chart fills from the pool's own observer.
 	db := openTest(t, pgkit.Config{Name: "chat-api", SlowQueryThreshold: 50 * time.Millisecond})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat messages", BatchSize: 200})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close(context.Background())) })

@@ -306,7 +306,7 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{SlowQueryThreshold: 50 * time.Millisecond})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat", FlushInterval: time.Hour})
 	require.NoError(t, err)
 	convs := newDashCache(t, time.Hour)

@@ -9,7 +9,7 @@ import (
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
-// Message is a row of messages as the seed's ORM model had it.
+// Message is a row of messages as an ORM model has it.
 type Message struct {
 	ID             int64     `db:"id"` // identity: filled by the database
 	TenantID       string    `db:"tenant_id"`
@@ -19,14 +19,14 @@ type Message struct {
 	CreatedAt      time.Time `db:"created_at,default"` // the column default: filled by the database
 }
 
-// UsageUpdate is the seed's bindparam bulk update of usage_records.
+// UsageUpdate is an ORM's bindparam-style bulk update of usage_records.
 type UsageUpdate struct {
 	ID         int64   `db:"id"`
 	TokensUsed int32   `db:"tokens_used"`
 	CostCents  float64 `db:"cost_cents"`
 }
 
-// The seed's batch_create_messages (add_all, commit, refresh of every row:
+// An ORM's batch_create_messages (add_all, commit, refresh of every row:
 // one round trip per row) and batch_update_usage, as two statements.
 func ExampleInsertReturning() {
 	url, drop := pgtest.ForExample()

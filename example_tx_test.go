@@ -8,9 +8,9 @@ import (
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
-// createConversation is the seed's complex_conversation_operation: a
+// createConversation is a complex conversation operation: a
 // conversation, its welcome message and a usage record, all or nothing, in
-// the tenant's transaction. RETURNING gives the ids the seed needed a flush
+// the tenant's transaction. RETURNING gives the ids an ORM needs a flush
 // for.
 func createConversation(ctx context.Context, db *pgkit.DB, tenant string, userID int64, title string) (convID int64, err error) {
 	err = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {

@@ -85,7 +85,7 @@ func TestCutDuringCopy(t *testing.T) {
 	url, proxy := proxied(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 
 	rows := messages(convID, 200_000, 0)
 	var sent atomic.Int64
@@ -112,7 +112,7 @@ func TestCutAfterBytesDuringCopy(t *testing.T) {
 	url, proxy := proxied(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	rows := messages(convID, 50_000, 0)
 
 	proxy.CutAfterBytes(300_000) // the COPY of 50,000 rows is about 2 MB

@@ -9,7 +9,7 @@ import (
 )
 
 // The fuzz targets of the parsing pgkit does on untrusted or unbounded input.
-// Each runs its seeds in every go test; explore with, for example:
+// Each runs its corpus in every go test; explore with, for example:
 //
 //	go test -run '^$' -fuzz FuzzQueryName -fuzztime 30s
 //

@@ -82,7 +82,7 @@ func TestMonitoringNamesExist(t *testing.T) {
 	db := openTest(t, pgkit.Config{Registerer: reg, Name: "mon", SlowQueryThreshold: 20 * time.Millisecond, LeakThreshold: time.Minute,
 		ReplicaURLs: []string{"postgres://postgres@127.0.0.1:1/x?sslmode=disable"}, ReplicaCheckPeriod: time.Hour})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 
 	_, err := db.Exec(ctx, `SELECT pg_sleep(0.03)`)
 	require.NoError(t, err)

@@ -36,7 +36,7 @@ func BenchmarkPgBouncer(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	direct := benchDBOn(b, url, 8, pgkit.Config{})
 	directExec := benchDBOn(b, url+"&default_query_exec_mode=exec", 8, pgkit.Config{})
-	convID := seedConversation(b, direct)
+	convID := newConversation(b, direct)
 	rows := messages(convID, 10000, 0)
 	require.NoError(b, pgkit.InsertReturning(context.Background(), direct, "messages", rows))
 	bouncer := pgtest.StartPgBouncer(b, url, pgtest.PgBouncerOptions{DefaultPoolSize: 8})

@@ -125,7 +125,7 @@ func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {
 	t.Parallel()
 	db, direct, bouncer := openThroughBouncer(t, pgkit.Config{MaxConns: 64})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 
 	var mu sync.Mutex
 	pids := map[int32]bool{}
@@ -194,7 +194,7 @@ func TestPgBouncerRetryTenantBulkAndWriter(t *testing.T) {
 	t.Parallel()
 	db, direct, _ := openThroughBouncer(t, pgkit.Config{MaxConns: 16})
 	ctx := context.Background()
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 
 	// WithRetry: a serialization failure on the first attempt, a commit on
 	// the second.

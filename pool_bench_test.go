@@ -15,15 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// seedQueries is the seed's pool load test: this many concurrent
-// SELECT COUNT(*) FROM users over seedUsers users.
+// loadQueries is a service's pool load test: this many concurrent
+// SELECT COUNT(*) FROM users over loadUsers users.
 const (
-	seedQueries = 1000
-	seedUsers   = 10_000
+	loadQueries = 1000
+	loadUsers   = 10_000
 )
 
 // BenchmarkPoolSize is the sweep behind DefaultMaxConns and README's "Pool
-// sizing" table. Each iteration runs the seed's load once through pgkit and
+// sizing" table. Each iteration runs the load once through pgkit and
 // once through a raw pgxpool of the same size, alternately, on a server of the
 // benchmark's own (max_connections=400, so 150 + 150 fit). It reports
 // queries/s and the p99 wait for a connection for each, and their ratio.
@@ -32,7 +32,7 @@ const (
 func BenchmarkPoolSize(b *testing.B) {
 	cluster := pgtest.StartCluster(b, pgtest.WithSetting("max_connections", "400"))
 	url := cluster.NewDatabase(b)
-	seedUsersTable(b, url)
+	fillUsersTable(b, url)
 
 	for _, size := range []int32{4, 8, 16, 32, 50, 150} {
 		b.Run(fmt.Sprintf("MaxConns=%d", size), func(b *testing.B) {
@@ -43,19 +43,19 @@ func BenchmarkPoolSize(b *testing.B) {
 				pgkit.Config{AcquireTimeout: time.Minute, ConnectTimeout: time.Minute, ConnectBackoff: pgkit.Disabled})
 
 			// One unmeasured round each fills the pools.
-			seedRound(b, db.Acquire)
-			seedRound(b, raw.Acquire)
+			loadRound(b, db.Acquire)
+			loadRound(b, raw.Acquire)
 
 			var kit, rawRes roundResult
 			b.ResetTimer()
 			for i := range b.N {
 				// Alternate which side goes first, so neither always follows the other.
 				if i%2 == 0 {
-					kit.add(seedRound(b, db.Acquire))
-					rawRes.add(seedRound(b, raw.Acquire))
+					kit.add(loadRound(b, db.Acquire))
+					rawRes.add(loadRound(b, raw.Acquire))
 				} else {
-					rawRes.add(seedRound(b, raw.Acquire))
-					kit.add(seedRound(b, db.Acquire))
+					rawRes.add(loadRound(b, raw.Acquire))
+					kit.add(loadRound(b, db.Acquire))
 				}
 			}
 			b.StopTimer()
@@ -70,7 +70,7 @@ func BenchmarkPoolSize(b *testing.B) {
 	}
 }
 
-// roundResult gathers rounds of the seed's load.
+// roundResult gathers rounds of the load.
 type roundResult struct {
 	queries int
 	elapsed time.Duration
@@ -92,15 +92,15 @@ func p99(d []time.Duration) time.Duration {
 	return d[len(d)*99/100]
 }
 
-// seedRound runs seedQueries concurrent counts, each on a connection from
+// loadRound runs loadQueries concurrent counts, each on a connection from
 // acquire, and measures the wait for each connection.
-func seedRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error)) roundResult {
+func loadRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error)) roundResult {
 	ctx := context.Background()
-	res := roundResult{queries: seedQueries, waits: make([]time.Duration, seedQueries), totals: make([]time.Duration, seedQueries)}
-	errs := make(chan error, seedQueries)
+	res := roundResult{queries: loadQueries, waits: make([]time.Duration, loadQueries), totals: make([]time.Duration, loadQueries)}
+	errs := make(chan error, loadQueries)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range seedQueries {
+	for i := range loadQueries {
 		wg.Go(func() {
 			t0 := time.Now()
 			conn, err := acquire(ctx)
@@ -111,7 +111,7 @@ func seedRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error
 			defer conn.Release()
 			res.waits[i] = time.Since(t0)
 			var n int
-			if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil || n != seedUsers {
+			if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil || n != loadUsers {
 				errs <- fmt.Errorf("count %d: %w", n, err)
 			}
 			res.totals[i] = time.Since(t0)
@@ -126,17 +126,17 @@ func seedRound(b *testing.B, acquire func(context.Context) (*pgxpool.Conn, error
 	return res
 }
 
-// seedUsersTable fills users with seedUsers rows of one tenant.
-func seedUsersTable(tb testing.TB, url string) {
+// fillUsersTable fills users with loadUsers rows of one tenant.
+func fillUsersTable(tb testing.TB, url string) {
 	tb.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(tb, err)
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('seed', 'Seed')`)
+	_, err = conn.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('load', 'Load')`)
 	require.NoError(tb, err)
 	_, err = conn.CopyFrom(ctx, pgx.Identifier{"users"}, []string{"tenant_id", "email"},
-		pgx.CopyFromSlice(seedUsers, func(i int) ([]any, error) { return []any{"seed", fmt.Sprintf("u%d@seed.test", i)}, nil }))
+		pgx.CopyFromSlice(loadUsers, func(i int) ([]any, error) { return []any{"load", fmt.Sprintf("u%d@load.test", i)}, nil }))
 	require.NoError(tb, err)
 	_, err = conn.Exec(ctx, `ANALYZE users`)
 	require.NoError(tb, err)

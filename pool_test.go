@@ -201,7 +201,7 @@ func TestOpenFailsFastUnlessLazy(t *testing.T) {
 func TestOpenWarnsWhenMaxConnsExceedsServer(t *testing.T) {
 	t.Parallel()
 	logs := &logRecorder{}
-	// The seed's pool_size=50 + max_overflow=100.
+	// A common SQLAlchemy setting: pool_size=50 + max_overflow=100.
 	db := openTest(t, pgkit.Config{MaxConns: 150, Logger: slog.New(logs)})
 
 	var serverMax int

@@ -22,7 +22,7 @@ import (
 func BenchmarkWriter(b *testing.B) {
 	const producers, each = 50, 2000
 	_, db := benchPools(b, 4, pgkit.Config{})
-	convID := seedConversation(b, db)
+	convID := newConversation(b, db)
 	all := messages(convID, producers*each, 0)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[messageRow]{Table: "messages", Name: "bench"})
 	require.NoError(b, err)

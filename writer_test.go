@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// chatMessage is what the seed saved in the background: one WebSocket
+// chatMessage is what a chat service saves in the background: one WebSocket
 // message, with the client's id as its unique key.
 type chatMessage struct {
 	TenantID       string `db:"tenant_id"`
@@ -80,7 +80,7 @@ func TestWriterWritesEverything(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{Registerer: reg, Name: "w"})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat"})
 	require.NoError(t, err)
 
@@ -100,7 +100,7 @@ func TestWriterMetricsAndFlush(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{Registerer: reg, Name: "w"})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat", FlushInterval: time.Hour, BatchSize: 100})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, w.Close(context.Background())) }()
@@ -126,7 +126,7 @@ func TestWriterMetricsAndFlush(t *testing.T) {
 func TestWriterIsolatesBadRows(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	var failed failures
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", OnError: failed.onError, BatchSize: 64})
 	require.NoError(t, err)
@@ -150,7 +150,7 @@ func TestWriterOverflow(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{Registerer: reg, Name: "overflow"})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	// A writer that cannot drain: its table is locked.
 	lock, err := db.Begin(context.Background())
 	require.NoError(t, err)
@@ -201,7 +201,7 @@ func TestWriterQueueSizeCountsTheBatchInFlight(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, pgkit.Config{})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	lock, err := db.Begin(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = lock.Rollback(ctx) })
@@ -273,7 +273,7 @@ func TestWriterSurvivesKilledBackends(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{ApplicationName: "pgkit-writer-under-fire"})
 	admin := openTest(t, pgkit.Config{URL: db.Config().URL, MaxConns: 1})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	var failed failures
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", DedupeKey: "client_id",
 		BatchSize: 200, FlushInterval: 5 * time.Millisecond, OnError: failed.onError})
@@ -313,7 +313,7 @@ func TestWriterSurvivesServerRestart(t *testing.T) {
 	cluster := pgtest.StartCluster(t)
 	url := cluster.NewDatabase(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 4, ConnectTimeout: time.Second, AcquireTimeout: time.Second})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	var failed failures
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", DedupeKey: "client_id",
 		BatchSize: 100, FlushInterval: 5 * time.Millisecond, OnError: failed.onError})
@@ -346,7 +346,7 @@ func TestWriterServerGoneForGood(t *testing.T) {
 	cluster := pgtest.StartCluster(t)
 	url := cluster.NewDatabase(t)
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, ConnectTimeout: 500 * time.Millisecond, AcquireTimeout: 500 * time.Millisecond})
-	convID := seedConversation(t, db)
+	convID := newConversation(t, db)
 	var failed failures
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", BatchSize: 50,
 		FlushInterval: time.Millisecond, OnError: failed.onError})

@@ -45,7 +45,7 @@ func benchDB(b *testing.B, size int32) *pgkit.DB {
 func newDashboardBench(b *testing.B) *dashboardBench {
 	b.Helper()
 	db := benchDB(b, 4)
-	seedDashboard(b, db, "acme", 10_000, 1_000, 10)
+	fillDashboard(b, db, "acme", 10_000, 1_000, 10)
 	want, err := queryDashboard(context.Background(), db, "acme")
 	require.NoError(b, err)
 	require.Equal(b, [3]int64{10_000, 1_000, 10_000}, [3]int64{want.Users, want.Conversations, want.Messages})

@@ -17,14 +17,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCacheDashboardStats is the seed's get_dashboard_stats_cached: the first
+// TestCacheDashboardStats is a per-tenant dashboard cached: the first
 // call loads from PostgreSQL, the second is a hit, and both equal a direct
 // query, for each tenant, on both stores.
 func TestCacheDashboardStats(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
-	seedDashboard(t, db, "acme", 40, 8, 5)
-	seedDashboard(t, db, "globex", 25, 3, 7)
+	fillDashboard(t, db, "acme", 40, 8, 5)
+	fillDashboard(t, db, "globex", 25, 3, 7)
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
@@ -51,7 +51,7 @@ func TestCacheDashboardStats(t *testing.T) {
 				require.Equal(t, int64(i+1), loads.Load(), "a hit does not load")
 			}
 			a := get("acme")
-			require.Equal(t, [3]int64{40, 8, 40}, [3]int64{a.Users, a.Conversations, a.Messages}, "what seedDashboard made")
+			require.Equal(t, [3]int64{40, 8, 40}, [3]int64{a.Users, a.Conversations, a.Messages}, "what fillDashboard made")
 
 			s := c.Stats()
 			require.Equal(t, cache.Stats{Hits: 3, Misses: 2, Loads: 2, HitRatio: 3.0 / 5}, s)

@@ -9,7 +9,7 @@ import (
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
-// ExampleNew is the seed's get_dashboard_stats_cached: per-tenant
+// ExampleNew is a cached per-tenant dashboard: per-tenant
 // statistics cached for 5 minutes, loaded once however many requests miss
 // together, and invalidated by the transaction that changes them.
 func ExampleNew() {

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// dashboardStats is the seed's per-tenant dashboard: what
+// dashboardStats is a per-tenant dashboard: what
 // get_dashboard_stats_cached kept in Redis under dashboard_stats:{tenant_id}.
 type dashboardStats struct {
 	Users         int64   `json:"users"`
@@ -39,10 +39,10 @@ func queryDashboard(ctx context.Context, q pgkit.Querier, tenant string) (dashbo
 	return s, err
 }
 
-// seedDashboard creates tenant with users users, conversations
+// fillDashboard creates tenant with users users, conversations
 // conversations (one for each of the first users), perConversation messages
 // in each, and a usage record per message.
-func seedDashboard(t testing.TB, db *pgkit.DB, tenant string, users, conversations, perConversation int) {
+func fillDashboard(t testing.TB, db *pgkit.DB, tenant string, users, conversations, perConversation int) {
 	t.Helper()
 	require.LessOrEqual(t, conversations, users)
 	ctx := context.Background()

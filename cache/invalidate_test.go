@@ -17,7 +17,7 @@ import (
 func TestCacheInvalidateOnCommit(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
-	seedDashboard(t, db, "acme", 10, 2, 3)
+	fillDashboard(t, db, "acme", 10, 2, 3)
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			ctx := context.Background()

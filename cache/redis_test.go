@@ -27,7 +27,7 @@ func TestCacheRedisDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, pgkit.Config{})
-	seedDashboard(t, db, "acme", 30, 6, 4)
+	fillDashboard(t, db, "acme", 30, 6, 4)
 	want, err := queryDashboard(ctx, db, "acme")
 	require.NoError(t, err)
 
@@ -137,7 +137,7 @@ func TestCacheStampedeRedisDefaults(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, pgkit.Config{})
-	seedDashboard(t, db, "acme", 20, 4, 3)
+	fillDashboard(t, db, "acme", 20, 4, 3)
 	want, err := queryDashboard(ctx, db, "acme")
 	require.NoError(t, err)
 	store, client := newRedisStore(t)

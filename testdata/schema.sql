@@ -1,4 +1,4 @@
--- The test and demo schema: the multi-tenant chat backend pgkit was seeded from.
+-- The test and demo schema: a multi-tenant chat backend.
 -- Every tenant-owned table carries tenant_id so row-level security policies can
 -- isolate tenants (see README, "Tenants and row-level security").
 

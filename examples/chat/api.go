@@ -31,7 +31,7 @@ type message struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// dashboardStats is the seed's per-tenant dashboard, cached per tenant.
+// dashboardStats is the per-tenant dashboard, cached per tenant.
 type dashboardStats struct {
 	Users         int64   `json:"users"`
 	Conversations int64   `json:"conversations"`

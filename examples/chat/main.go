@@ -1,4 +1,4 @@
-// Command chat is the multi-tenant chat backend of pgkit's seed, on pgkit:
+// Command chat is a multi-tenant chat backend on pgkit:
 // a JSON API for conversations and messages, a WebSocket endpoint that
 // acknowledges a message at once, stores it through a background writer and
 // answers through a Responder, per-tenant dashboard statistics through a

@@ -21,7 +21,7 @@ type Reply struct {
 	CostCents float64
 }
 
-// Responder produces the assistant's reply: the AI call of the seed. It is
+// Responder produces the assistant's reply: the AI call in the loop. It is
 // called from many goroutines at once and must honour ctx.
 type Responder interface {
 	Respond(ctx context.Context, p Prompt) (Reply, error)

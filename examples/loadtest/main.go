@@ -1,4 +1,4 @@
-// Command loadtest runs the seed's two load tests and prints one JSON line
+// Command loadtest runs two load tests and prints one JSON line
 // per result:
 //
 //	loadtest pool [-database-url URL] [-queries 1000] [-rounds 5] [-compare raw]

@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// dashboardStats is the seed's per-tenant dashboard, which it cached in
+// dashboardStats is the per-tenant dashboard, cached in
 // Redis under dashboard_stats:{tenant_id} for 5 minutes.
 type dashboardStats struct {
 	Users         int64   `json:"users"`
@@ -38,7 +38,7 @@ func loadDashboardStats(ctx context.Context, q pgkit.Querier, tenant string) (da
 	return s, err
 }
 
-// cacheTour shows the cache on the seed's dashboard statistics: a miss that
+// cacheTour shows the cache on the dashboard statistics: a miss that
 // loads from PostgreSQL, a hit, the hit ratio, and an insert committed with
 // InvalidateOnCommit, after which the stats are fresh. It uses Redis at
 // PGKIT_REDIS_URL when set, else the in-memory store.
@@ -52,7 +52,7 @@ func cacheTour(ctx context.Context, db *pgkit.DB) error {
 	registry := prometheus.NewRegistry()
 	statsCache, err := cache.New[dashboardStats](store, cache.Config{
 		Name:       "dashboard_stats",
-		TTL:        5 * time.Minute, // the seed's; each entry gets up to 30s more (TTLJitter's default, TTL/10)
+		TTL:        5 * time.Minute, // each entry gets up to 30s more (TTLJitter's default, TTL/10)
 		Registerer: registry,
 	})
 	if err != nil {

@@ -85,7 +85,7 @@ func run(ctx context.Context) error {
 		fmt.Printf("db.SlowQueries(): %s (%s) took %s: %s\n", q.Name, q.Op, q.Duration.Round(time.Millisecond), q.SQL)
 	}
 
-	step("4. The seed's conversation operation: one tenant transaction, all or nothing")
+	step("4. A conversation operation: one tenant transaction, all or nothing")
 	if err := conversationOperation(ctx, db); err != nil {
 		return err
 	}
@@ -203,7 +203,7 @@ func work(ctx context.Context, db *pgkit.DB) error {
 	return nil
 }
 
-// conversationOperation is the seed's complex_conversation_operation: a
+// conversationOperation is a complex conversation operation: a
 // conversation, its welcome message and a usage record in one transaction
 // scoped to the tenant (WithTenant sets app.tenant_id for row-level security
 // policies), retried on serialization failures and deadlocks, with an
@@ -259,13 +259,13 @@ type message struct {
 	CreatedAt      time.Time `db:"created_at,default"`
 }
 
-// usage is the part of usage_records the seed's batch_update_usage set.
+// usage is the part of usage_records a usage report's bulk update sets.
 type usage struct {
 	ID         int64 `db:"id"`
 	TokensUsed int32 `db:"tokens_used"`
 }
 
-// bulkTour is the seed's batch_create_messages and batch_update_usage, and
+// bulkTour is bulk message creation and bulk usage updates, and
 // its background message save done by a Writer that loses nothing.
 func bulkTour(ctx context.Context, db *pgkit.DB) error {
 	var convID int64
