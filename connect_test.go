@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"errors"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"strings"
 	"sync"
@@ -29,7 +30,7 @@ func TestConnectBackoffDuringOutage(t *testing.T) {
 		maxRecovery = 1500 * time.Millisecond // measured 0.04–0.42 s (DefaultConnectBackoff 500 ms)
 	)
 	url, proxy := proxied(t)
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 4, ConnectTimeout: time.Second, Logger: slog.New(logs)})
 	ctx := context.Background()
 
@@ -114,10 +115,10 @@ func TestConnectBackoffDuringOutage(t *testing.T) {
 
 	// The outage is logged once when the backoff starts and once when the
 	// pool connects again, not per call.
-	text := logs.text()
+	text := logs.Text()
 	require.Equal(t, 1, strings.Count(text, "pgkit: cannot connect to the database"), text)
 	require.Equal(t, 1, strings.Count(text, "pgkit: connected to the database again"), text)
-	_, ok := logs.find("pgkit: connected to the database again", "addr", proxy.Addr())
+	_, ok := logs.Find("pgkit: connected to the database again", "addr", proxy.Addr())
 	require.True(t, ok, text)
 }
 

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"io"
 	"log/slog"
 	"net/http"
@@ -139,7 +140,7 @@ func TestLabelsBoundedUnderManyQueries(t *testing.T) {
 		_, err := db.Exec(ctx, fmt.Sprintf("-- name: Query%d :one\nSELECT %d AS column_%d", i, i, i))
 		require.NoError(t, err)
 	}
-	names := gather(t, reg).labelValues("pgkit_query_duration_seconds", "name")
+	names := testkit.Gather(t, reg).LabelValues("pgkit_query_duration_seconds", "name")
 	require.LessOrEqual(t, len(names), 50+2, "at most MaxQueryNames, other and pgkit_health")
 	require.Contains(t, names, "other")
 }
@@ -158,7 +159,7 @@ func TestNoSecretsUnderFaults(t *testing.T) {
 	const password, argSecret = "Pw-under-fire-31337", "arg-secret-4242"
 	url, proxy := proxied(t)
 	url = withPassword(t, url, password)
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, Logger: slog.New(logs), Registerer: reg, SlowQueryThreshold: 20 * time.Millisecond,
 		AcquireTimeout: 300 * time.Millisecond, ConnectTimeout: 300 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, LeakThreshold: time.Minute})
@@ -245,9 +246,9 @@ func TestNoSecretsUnderFaults(t *testing.T) {
 
 	require.NotEmpty(t, db.SlowQueries())
 	for _, line := range []string{"query failed", "args=[string(len=15)]", "writer could not write items", `invalid input value for enum mood: "?"`} {
-		require.Contains(t, logs.text(), line, "the scan saw these paths")
+		require.Contains(t, logs.Text(), line, "the scan saw these paths")
 	}
-	for what, text := range map[string]string{"logs": logs.text(), "errors": strings.Join(pgkitErrors, "\n"), "Open's errors": openErrors.String(),
+	for what, text := range map[string]string{"logs": logs.Text(), "errors": strings.Join(pgkitErrors, "\n"), "Open's errors": openErrors.String(),
 		"HTTP bodies": bodies.String() + publicBodies.String(), "slow queries": slow} {
 		require.NotContains(t, text, password, what)
 		require.NotContains(t, text, argSecret, what)

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -50,11 +51,11 @@ func TestHealthDownAndBackWithSameDB(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{URL: cluster.URL(), MaxConns: 4, HealthTimeout: healthTimeout, Registerer: reg})
 	require.Equal(t, pgkit.StatusUp, checkHealth(t, db).Status)
-	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_database_up", nil))
+	require.Equal(t, 1.0, testkit.Gather(t, reg).Value(t, "pgkit_database_up", nil))
 
 	require.NoError(t, cluster.Stop(context.Background()))
 	r := checkHealth(t, db)
-	require.Equal(t, 0.0, gather(t, reg).value(t, "pgkit_database_up", nil), "the scrape sees it too")
+	require.Equal(t, 0.0, testkit.Gather(t, reg).Value(t, "pgkit_database_up", nil), "the scrape sees it too")
 	require.Equal(t, pgkit.StatusDown, r.Status)
 	require.NotEmpty(t, r.Reason)
 	require.NotContains(t, r.Reason, "127.0.0.1", "the reason must not reveal the URL")

@@ -1,10 +1,9 @@
 package pgkit_test
 
 import (
-	"bytes"
 	"context"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,30 +101,12 @@ func TestNewWriterChecksTable(t *testing.T) {
 	require.NoError(t, w.Close(ctx))
 }
 
-// lockedBuffer is an io.Writer safe for the handler's concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestWarningsWithoutLogger: with no Config.Logger, what warns of refused
 // or lost work still reaches slog.Default(): the MaxConns warning and the
 // Writer's default dead letter. Not parallel: it swaps the process's
 // default logger while no parallel test runs.
 func TestWarningsWithoutLogger(t *testing.T) {
-	var buf lockedBuffer
+	var buf testkit.LockedBuffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
 	t.Cleanup(func() { slog.SetDefault(prev) })
@@ -140,7 +121,7 @@ func TestWarningsWithoutLogger(t *testing.T) {
 	// The default logger is looked up when a warning is logged, not at
 	// Open: a program that sets it later, at Warn, still gets the dead
 	// letter, at Error.
-	var later lockedBuffer
+	var later testkit.LockedBuffer
 	slog.SetDefault(slog.New(slog.NewTextHandler(&later, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", FlushInterval: time.Millisecond})
 	require.NoError(t, err)

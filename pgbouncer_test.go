@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -98,10 +99,10 @@ func TestPgBouncerWarnsWhenServerSettingsDiffer(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
 	bouncer := pgtest.StartPgBouncer(t, url, pgtest.PgBouncerOptions{})
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	openTest(t, pgkit.Config{URL: bouncer, PgBouncer: true, MaxConns: 2, Logger: slog.New(logs)})
-	attrs, ok := logs.find("ALTER ROLE")
-	require.True(t, ok, "no warning logged; got:\n%s", logs.text())
+	attrs, ok := logs.Find("ALTER ROLE")
+	require.True(t, ok, "no warning logged; got:\n%s", logs.Text())
 	require.Contains(t, attrs["differences"].String(), "statement_timeout is 0, Config asks 1m0s")
 	require.Contains(t, attrs["differences"].String(), "jit is on, Config asks off")
 
@@ -115,10 +116,10 @@ func TestPgBouncerWarnsWhenServerSettingsDiffer(t *testing.T) {
 		ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` SET idle_in_transaction_session_timeout = '5min'`)
 	require.NoError(t, err)
 	bouncer = pgtest.StartPgBouncer(t, url, pgtest.PgBouncerOptions{})
-	quiet := &logRecorder{}
+	quiet := &testkit.LogRecorder{}
 	openTest(t, pgkit.Config{URL: bouncer, PgBouncer: true, MaxConns: 2, Logger: slog.New(quiet)})
-	_, warned := quiet.find("ALTER ROLE")
-	require.False(t, warned, quiet.text())
+	_, warned := quiet.Find("ALTER ROLE")
+	require.False(t, warned, quiet.Text())
 }
 
 func TestPgBouncerSixtyFourClientsEightServerConnections(t *testing.T) {

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,9 +123,9 @@ func TestStatementRetriedAfterPlanChange(t *testing.T) {
 		require.NoError(t, err, "%s after DEALLOCATE ALL", c.name)
 	}
 
-	g := gather(t, reg)
-	require.Equal(t, 3.0, g.value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": "0A000"}))
-	require.Equal(t, 3.0, g.value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": "26000"}))
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 3.0, g.Value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": "0A000"}))
+	require.Equal(t, 3.0, g.Value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": "26000"}))
 	require.Equal(t, int32(0), db.PoolStats().Acquired, "every connection went back")
 }
 
@@ -160,8 +161,8 @@ func TestInTxRetriesPlanChange(t *testing.T) {
 	var v string
 	require.NoError(t, db.QueryRow(ctx, `SELECT v FROM plan_items WHERE id = 1`).Scan(&v))
 	require.Equal(t, "v1+++", v, "the failed transactions did not commit, the others did, once each")
-	g := gather(t, reg)
-	require.Equal(t, 1.0, g.value(t, "pgkit_tx_retries_total", map[string]string{"reason": "plan"}))
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 1.0, g.Value(t, "pgkit_tx_retries_total", map[string]string{"reason": "plan"}))
 }
 
 // TestMigrationUnderLoad is issue 15's scenario: goroutines run a cached
@@ -240,16 +241,16 @@ func TestMigrationUnderLoad(t *testing.T) {
 	if err := firstErr.Load(); err != nil {
 		t.Fatalf("%d requests failed during the migration; the first: %v", failures.Load(), *err)
 	}
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	replans := 0.0
 	for _, code := range []string{"0A000", "26000"} {
-		if g.find("pgkit_query_replans_total", map[string]string{"sqlstate": code}) != nil {
-			replans += g.value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": code})
+		if g.Find("pgkit_query_replans_total", map[string]string{"sqlstate": code}) != nil {
+			replans += g.Value(t, "pgkit_query_replans_total", map[string]string{"sqlstate": code})
 		}
 	}
 	var txPlan float64
-	if g.find("pgkit_tx_retries_total", map[string]string{"reason": "plan"}) != nil {
-		txPlan = g.value(t, "pgkit_tx_retries_total", map[string]string{"reason": "plan"})
+	if g.Find("pgkit_tx_retries_total", map[string]string{"reason": "plan"}) != nil {
+		txPlan = g.Value(t, "pgkit_tx_retries_total", map[string]string{"reason": "plan"})
 	}
 	t.Logf("statements run again: %v; transactions run again: %v", replans, txPlan)
 	require.Positive(t, replans, "the migrations made statements run again")

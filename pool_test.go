@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"errors"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"net"
 	"strings"
@@ -20,22 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func openTest(t *testing.T, cfg pgkit.Config) *pgkit.DB {
-	t.Helper()
-	if cfg.URL == "" {
-		cfg.URL = pgtest.NewDatabase(t)
-		if cfg.MaxConns == 0 {
-			cfg.MaxConns = 4 // the shared server has ~100 connections for all parallel tests
-		}
-	}
-	db, err := pgkit.Open(context.Background(), cfg)
-	require.NoError(t, err)
-	t.Cleanup(db.Close)
-	// With MinConns, wait until the pool has opened them: tests with a short
-	// AcquireTimeout must not time out connecting on a busy machine.
-	require.Eventually(t, func() bool { return db.Stat().IdleConns() >= cfg.MinConns }, 30*time.Second, 5*time.Millisecond)
-	return db
-}
+// openTest is testkit.OpenDB.
+func openTest(t *testing.T, cfg pgkit.Config) *pgkit.DB { return testkit.OpenDB(t, cfg) }
 
 func TestOpenAppliesSessionSettings(t *testing.T) {
 	t.Parallel()
@@ -148,7 +135,7 @@ func TestPasswordNeverInErrors(t *testing.T) {
 	t.Parallel()
 	const secret = "Sup3r-s3cret-pw"
 	port := closedPort(t)
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	cases := map[string]string{
 		"unparsable URL":     "postgres://postgres:" + secret + "@127.0.0.1:badport/db",
 		"bad pool parameter": "postgres://postgres:" + secret + "@127.0.0.1:5432/db?pool_max_conns=x",
@@ -169,7 +156,7 @@ func TestPasswordNeverInErrors(t *testing.T) {
 			require.True(t, strings.HasPrefix(err.Error(), "pgkit: "), err.Error())
 		})
 	}
-	require.NotContains(t, logs.text(), secret)
+	require.NotContains(t, logs.Text(), secret)
 }
 
 func TestOpenFailsFastUnlessLazy(t *testing.T) {
@@ -200,7 +187,7 @@ func TestOpenFailsFastUnlessLazy(t *testing.T) {
 
 func TestOpenWarnsWhenMaxConnsExceedsServer(t *testing.T) {
 	t.Parallel()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	// A common SQLAlchemy setting: pool_size=50 + max_overflow=100.
 	db := openTest(t, pgkit.Config{MaxConns: 150, Logger: slog.New(logs)})
 
@@ -208,15 +195,15 @@ func TestOpenWarnsWhenMaxConnsExceedsServer(t *testing.T) {
 	require.NoError(t, db.QueryRow(context.Background(), `SELECT current_setting('max_connections')::int`).Scan(&serverMax))
 	require.Less(t, serverMax, 150, "this test needs a server with fewer than 150 max_connections")
 
-	attrs, ok := logs.find("MaxConns exceeds")
-	require.True(t, ok, "no warning logged; got:\n%s", logs.text())
+	attrs, ok := logs.Find("MaxConns exceeds")
+	require.True(t, ok, "no warning logged; got:\n%s", logs.Text())
 	require.Equal(t, int64(150), attrs["max_conns"].Int64())
 	require.Equal(t, int64(serverMax), attrs["server_max_connections"].Int64())
 	require.Contains(t, attrs, "superuser_reserved_connections")
 
-	quiet := &logRecorder{}
+	quiet := &testkit.LogRecorder{}
 	openTest(t, pgkit.Config{MaxConns: 4, Logger: slog.New(quiet)})
-	_, warned := quiet.find("MaxConns exceeds")
+	_, warned := quiet.Find("MaxConns exceeds")
 	require.False(t, warned)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -59,7 +60,7 @@ func TestExhaustion(t *testing.T) {
 	require.Equal(t, int64(256), ran.Load()+timedOut.Load())
 	require.Positive(t, ran.Load())
 	require.Positive(t, timedOut.Load(), "256 × 20ms on 4 connections cannot all start within 100ms")
-	require.Equal(t, float64(timedOut.Load()), gather(t, reg).value(t, "pgkit_pool_acquire_timeouts_total", nil))
+	require.Equal(t, float64(timedOut.Load()), testkit.Gather(t, reg).Value(t, "pgkit_pool_acquire_timeouts_total", nil))
 	require.Equal(t, timedOut.Load(), db.PoolStats().AcquireTimeouts)
 	for range 8 {
 		_, err := db.Exec(context.Background(), `SELECT 1`)
@@ -119,7 +120,7 @@ func TestLatencyInjection(t *testing.T) {
 	t.Parallel()
 	url, proxy := proxied(t)
 	reg := prometheus.NewPedanticRegistry()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, Registerer: reg, Logger: slog.New(logs), SlowQueryThreshold: 120 * time.Millisecond})
 	ctx := context.Background()
 	run := func(name string, n int) {
@@ -140,11 +141,11 @@ func TestLatencyInjection(t *testing.T) {
 		require.Equal(t, "delayed", q.Name)
 		require.GreaterOrEqual(t, q.Duration, 150*time.Millisecond)
 	}
-	g := gather(t, reg)
-	require.Equal(t, 3.0, g.value(t, "pgkit_slow_queries_total", map[string]string{"name": "delayed"}))
-	require.Nil(t, g.find("pgkit_slow_queries_total", map[string]string{"name": "fast"}))
-	delayed := g.find("pgkit_query_duration_seconds", map[string]string{"name": "delayed", "op": "query"}).GetHistogram()
-	fast := g.find("pgkit_query_duration_seconds", map[string]string{"name": "fast", "op": "query"}).GetHistogram()
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 3.0, g.Value(t, "pgkit_slow_queries_total", map[string]string{"name": "delayed"}))
+	require.Nil(t, g.Find("pgkit_slow_queries_total", map[string]string{"name": "fast"}))
+	delayed := g.Find("pgkit_query_duration_seconds", map[string]string{"name": "delayed", "op": "query"}).GetHistogram()
+	fast := g.Find("pgkit_query_duration_seconds", map[string]string{"name": "fast", "op": "query"}).GetHistogram()
 	require.Equal(t, uint64(3), delayed.GetSampleCount())
 	require.Equal(t, uint64(20), fast.GetSampleCount())
 	for _, b := range delayed.GetBucket() {

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -114,15 +115,15 @@ func TestReaderSpreadsOverReplicasAndWritesStayOnPrimary(t *testing.T) {
 	}
 
 	// Metrics carry the role; each replica has its own up and lag.
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	require.Greater(t, histogramCount(g, "pgkit_query_duration_seconds", map[string]string{"role": "replica"}), uint64(10))
 	require.Greater(t, histogramCount(g, "pgkit_query_duration_seconds", map[string]string{"role": "primary"}), uint64(3))
-	require.Equal(t, 4.0, g.value(t, "pgkit_pool_max_connections", map[string]string{"role": "replica"}), "two replica pools of 2")
-	require.Equal(t, 1.0, g.value(t, "pgkit_database_up", map[string]string{"role": "replica"}))
+	require.Equal(t, 4.0, g.Value(t, "pgkit_pool_max_connections", map[string]string{"role": "replica"}), "two replica pools of 2")
+	require.Equal(t, 1.0, g.Value(t, "pgkit_database_up", map[string]string{"role": "replica"}))
 	for _, r := range s.replicas {
-		require.Equal(t, 1.0, g.value(t, "pgkit_replica_up", map[string]string{"replica": "127.0.0.1:" + strconv.Itoa(r.Port())}))
+		require.Equal(t, 1.0, g.Value(t, "pgkit_replica_up", map[string]string{"replica": "127.0.0.1:" + strconv.Itoa(r.Port())}))
 	}
-	require.Equal(t, 0.0, g.value(t, "pgkit_replica_fallbacks_total", nil))
+	require.Equal(t, 0.0, g.Value(t, "pgkit_replica_fallbacks_total", nil))
 
 	// The health report and the admin endpoint carry each replica's check.
 	rec := httptest.NewRecorder()
@@ -149,7 +150,7 @@ func TestReaderSpreadsOverReplicasAndWritesStayOnPrimary(t *testing.T) {
 
 // histogramCount sums the sample counts of the histograms of family name
 // whose labels include labels.
-func histogramCount(g gathered, name string, labels map[string]string) uint64 {
+func histogramCount(g testkit.Gathered, name string, labels map[string]string) uint64 {
 	var n uint64
 next:
 	for _, m := range g[name].GetMetric() {
@@ -193,10 +194,10 @@ func TestStoppedReplicaIsSkippedAndComesBack(t *testing.T) {
 	require.False(t, st.Healthy)
 	require.NotEmpty(t, st.Reason)
 	require.NotContains(t, st.Reason, "postgres@", "the reason never holds the URL")
-	g := gather(t, reg)
-	require.Equal(t, 0.0, g.value(t, "pgkit_replica_up", nil))
-	require.Equal(t, 0.0, g.value(t, "pgkit_database_up", map[string]string{"role": "replica"}))
-	require.GreaterOrEqual(t, g.value(t, "pgkit_replica_fallbacks_total", nil), 20.0)
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 0.0, g.Value(t, "pgkit_replica_up", nil))
+	require.Equal(t, 0.0, g.Value(t, "pgkit_database_up", map[string]string{"role": "replica"}))
+	require.GreaterOrEqual(t, g.Value(t, "pgkit_replica_fallbacks_total", nil), 20.0)
 	require.Equal(t, pgkit.StatusUp, db.Health(ctx).Status, "a replica down does not make the database down")
 
 	require.NoError(t, s.replicas[0].Start(ctx))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,7 @@ const zeroUUID = "00000000-0000-0000-0000-000000000000"
 func TestLogArgsScrubsServerMessages(t *testing.T) {
 	t.Parallel()
 	const secret = "log-args-secret-7731"
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), LogArgs: true, MaxConns: 2})
 	ctx := context.Background()
 	_, err := db.Exec(ctx, secretItemsDDL)
@@ -61,14 +62,14 @@ func TestLogArgsScrubsServerMessages(t *testing.T) {
 		if c.name == "dup_key" {
 			require.Contains(t, pgErr.Detail, secret, "the server does show the key in DETAIL")
 		}
-		attrs, ok := logs.find("query failed", "name", c.name)
-		require.True(t, ok, logs.text())
+		attrs, ok := logs.Find("query failed", "name", c.name)
+		require.True(t, ok, logs.Text())
 		require.Equal(t, c.sqlstate, attrs["sqlstate"].String())
 		require.Equal(t, c.logged, attrs["error"].String(), "scrubbed, and no DETAIL")
 		require.Equal(t, []string{"string(len=20)"}, attrs["args"].Any(), "args in their redacted form")
 	}
-	require.NotContains(t, logs.text(), secret)
-	require.NotContains(t, logs.text(), "Key (")
+	require.NotContains(t, logs.Text(), secret)
+	require.NotContains(t, logs.Text(), "Key (")
 }
 
 // TestWriterDefaultOnErrorScrubbed: items refused by an enum or a uuid
@@ -79,7 +80,7 @@ func TestLogArgsScrubsServerMessages(t *testing.T) {
 func TestWriterDefaultOnErrorScrubbed(t *testing.T) {
 	t.Parallel()
 	const badMood, badRef = "writer-mood-secret-51", "writer-uuid-secret-52"
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), MaxConns: 2})
 	ctx := context.Background()
 	_, err := db.Exec(ctx, secretItemsDDL)
@@ -100,14 +101,14 @@ func TestWriterDefaultOnErrorScrubbed(t *testing.T) {
 	require.Equal(t, 2, n, "the good item of each writer is written")
 
 	for _, name := range []string{"secrets", "secretsk"} {
-		attrs, ok := logs.find("writer could not write items", "writer", name)
-		require.True(t, ok, logs.text())
+		attrs, ok := logs.Find("writer could not write items", "writer", name)
+		require.True(t, ok, logs.Text())
 		require.Contains(t, attrs["error"].String(), "SQLSTATE", "the line keeps the SQLSTATE")
 	}
-	_, ok := logs.find("writer could not write items", "error", `invalid input value for enum mood: "?" (SQLSTATE 22P02)`)
-	require.True(t, ok, logs.text())
-	require.NotContains(t, logs.text(), badMood)
-	require.NotContains(t, logs.text(), badRef)
+	_, ok := logs.Find("writer could not write items", "error", `invalid input value for enum mood: "?" (SQLSTATE 22P02)`)
+	require.True(t, ok, logs.Text())
+	require.NotContains(t, logs.Text(), badMood)
+	require.NotContains(t, logs.Text(), badRef)
 }
 
 // TestHealthHandlerPublicReason: when the server refuses the check because
@@ -129,7 +130,7 @@ func TestHealthHandlerPublicReason(t *testing.T) {
 	}
 	for _, c := range cases {
 		require.NotEqual(t, base, c.url)
-		logs := &logRecorder{}
+		logs := &testkit.LogRecorder{}
 		db, err := pgkit.Open(context.Background(), pgkit.Config{URL: c.url, LazyConnect: true, MaxConns: 1,
 			HealthTimeout: 2 * time.Second, Logger: slog.New(logs)})
 		require.NoError(t, err)
@@ -163,8 +164,8 @@ func TestHealthHandlerPublicReason(t *testing.T) {
 		require.Equal(t, c.reason, st.Reason)
 		require.Contains(t, st.Detail, c.name)
 
-		attrs, ok := logs.find("health check failed")
-		require.True(t, ok, logs.text())
+		attrs, ok := logs.Find("health check failed")
+		require.True(t, ok, logs.Text())
 		require.Contains(t, attrs["detail"].String(), c.name)
 	}
 }
@@ -255,7 +256,7 @@ func TestHealthHandlerHidesReplicas(t *testing.T) {
 func TestReplicaDetailScrubbed(t *testing.T) {
 	t.Parallel()
 	const secret = "replica-arg-secret-8841"
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	url := pgtest.NewDatabase(t)
 	db := openTest(t, pgkit.Config{URL: url, ReplicaURLs: []string{url}, MaxConns: 2, Logger: slog.New(logs)})
 	require.True(t, db.Replicas()[0].Usable)
@@ -266,8 +267,8 @@ func TestReplicaDetailScrubbed(t *testing.T) {
 	stats := httptest.NewServer(pgkit.StatsHandler(db, pgkit.BearerToken("ops")))
 	_, body := get(t, stats.URL, "Bearer ops")
 	stats.Close()
-	require.Contains(t, logs.text(), "unable to encode ? into binary format for int4")
-	for what, text := range map[string]string{"logs": logs.text(), "replicas": fmt.Sprintf("%+v", db.Replicas()), "StatsHandler": body} {
+	require.Contains(t, logs.Text(), "unable to encode ? into binary format for int4")
+	for what, text := range map[string]string{"logs": logs.Text(), "replicas": fmt.Sprintf("%+v", db.Replicas()), "StatsHandler": body} {
 		require.NotContains(t, text, secret, what)
 	}
 }

@@ -2,6 +2,7 @@ package pgkit_test
 
 import (
 	"context"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"testing"
 
@@ -31,7 +32,7 @@ func createMoods(t *testing.T, db *pgkit.DB) {
 // were the parts of one qualified name.
 func TestCopyLogQuotesEachColumn(t *testing.T) {
 	t.Parallel()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs)})
 	createMoods(t, db)
 	// k = 0 breaks the CHECK: the COPY fails on the server, and is logged.
@@ -40,8 +41,8 @@ func TestCopyLogQuotesEachColumn(t *testing.T) {
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "23514", pgErr.Code)
-	attrs, ok := logs.find("query failed", "op", "copy")
-	require.True(t, ok, logs.text())
+	attrs, ok := logs.Find("query failed", "op", "copy")
+	require.True(t, ok, logs.Text())
 	require.Equal(t, `COPY "copy_moods" ( "k", "mood", "ref" ) FROM STDIN BINARY`, attrs["sql"].String())
 }
 
@@ -55,7 +56,7 @@ func TestCopyEncodeFailureIsAnError(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	reg := prometheus.NewPedanticRegistry()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), Registerer: reg, Name: "copyfail"})
 	createMoods(t, db)
 
@@ -64,14 +65,14 @@ func TestCopyEncodeFailureIsAnError(t *testing.T) {
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "57014", pgErr.Code, "the server's answer to the client's CopyFail")
-	attrs, ok := logs.find("query failed", "name", "moods_bulk")
-	require.True(t, ok, "logged at Error as a failure:\n%s", logs.text())
+	attrs, ok := logs.Find("query failed", "name", "moods_bulk")
+	require.True(t, ok, "logged at Error as a failure:\n%s", logs.Text())
 	require.Equal(t, "copy", attrs["op"].String())
-	require.NotContains(t, logs.text(), "not-a-uuid", "the value stays out of the log")
-	g := gather(t, reg)
-	require.Equal(t, 1.0, g.value(t, "pgkit_query_duration_seconds", map[string]string{"name": "moods_bulk", "op": "copy", "outcome": "error"}))
-	require.Nil(t, g.find("pgkit_query_duration_seconds", map[string]string{"name": "moods_bulk", "outcome": "canceled"}))
-	require.Equal(t, 1.0, g.value(t, "pgkit_query_errors_total", map[string]string{"name": "moods_bulk", "sqlstate_class": "57"}))
+	require.NotContains(t, logs.Text(), "not-a-uuid", "the value stays out of the log")
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 1.0, g.Value(t, "pgkit_query_duration_seconds", map[string]string{"name": "moods_bulk", "op": "copy", "outcome": "error"}))
+	require.Nil(t, g.Find("pgkit_query_duration_seconds", map[string]string{"name": "moods_bulk", "outcome": "canceled"}))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_query_errors_total", map[string]string{"name": "moods_bulk", "sqlstate_class": "57"}))
 
 	// The Writer's COPY of the same row: a failure too.
 	var failed []moodRow
@@ -81,9 +82,9 @@ func TestCopyEncodeFailureIsAnError(t *testing.T) {
 	require.NoError(t, w.Write(ctx, moodRow{K: 2, Mood: "glum", Ref: "also-not-a-uuid"}))
 	require.Error(t, w.Close(ctx))
 	require.Len(t, failed, 1)
-	g = gather(t, reg)
-	require.Equal(t, 1.0, g.value(t, "pgkit_query_errors_total", map[string]string{"name": "copy_moods", "sqlstate_class": "57"}))
-	require.Nil(t, g.find("pgkit_query_duration_seconds", map[string]string{"name": "copy_moods", "outcome": "canceled"}))
+	g = testkit.Gather(t, reg)
+	require.Equal(t, 1.0, g.Value(t, "pgkit_query_errors_total", map[string]string{"name": "copy_moods", "sqlstate_class": "57"}))
+	require.Nil(t, g.Find("pgkit_query_duration_seconds", map[string]string{"name": "copy_moods", "outcome": "canceled"}))
 
 	// A COPY whose caller gave up: canceled, not an error.
 	cctx, cancel := context.WithCancel(pgkit.WithQueryName(ctx, "moods_gave_up"))
@@ -99,7 +100,7 @@ func TestCopyEncodeFailureIsAnError(t *testing.T) {
 		return []any{100 + sent, "meh"}, nil
 	}))
 	require.Error(t, err)
-	g = gather(t, reg)
-	require.Equal(t, 1.0, g.value(t, "pgkit_query_duration_seconds", map[string]string{"name": "moods_gave_up", "op": "copy", "outcome": "canceled"}))
-	require.Nil(t, g.find("pgkit_query_errors_total", map[string]string{"name": "moods_gave_up"}))
+	g = testkit.Gather(t, reg)
+	require.Equal(t, 1.0, g.Value(t, "pgkit_query_duration_seconds", map[string]string{"name": "moods_gave_up", "op": "copy", "outcome": "canceled"}))
+	require.Nil(t, g.Find("pgkit_query_errors_total", map[string]string{"name": "moods_gave_up"}))
 }

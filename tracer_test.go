@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -19,74 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
-
-// gathered is a registry's metrics, for assertions.
-type gathered map[string]*dto.MetricFamily
-
-func gather(t *testing.T, reg prometheus.Gatherer) gathered {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err, "the pedantic registry found an inconsistency")
-	g := gathered{}
-	for _, mf := range mfs {
-		g[mf.GetName()] = mf
-	}
-	return g
-}
-
-// find returns the metric of family name whose labels include labels.
-func (g gathered) find(name string, labels map[string]string) *dto.Metric {
-	mf, ok := g[name]
-	if !ok {
-		return nil
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		return m
-	}
-	return nil
-}
-
-func (g gathered) value(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	m := g.find(name, labels)
-	require.NotNil(t, m, "no %s with %v", name, labels)
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	}
-	t.Fatalf("%s has no value", name)
-	return 0
-}
-
-// labelValues lists the distinct values label takes in family name.
-func (g gathered) labelValues(name, label string) []string {
-	var out []string
-	for _, m := range g[name].GetMetric() {
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == label && !slices.Contains(out, lp.GetValue()) {
-				out = append(out, lp.GetValue())
-			}
-		}
-	}
-	return out
-}
 
 func TestMetricsFollowRealWork(t *testing.T) {
 	t.Parallel()
@@ -151,44 +86,44 @@ func TestMetricsFollowRealWork(t *testing.T) {
 	// A scrape runs a health check, which acquires a connection too: counts
 	// read at scrape time lie between these two.
 	before := db.Stat()
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	after := db.Stat()
 	between := func(name string, lo, hi int64, labels map[string]string) {
 		t.Helper()
-		v := g.value(t, name, labels)
+		v := g.Value(t, name, labels)
 		require.True(t, float64(lo) <= v && v <= float64(hi), "%s = %v, want %d..%d", name, v, lo, hi)
 	}
 	dur := "pgkit_query_duration_seconds"
-	require.Equal(t, 3.0, g.value(t, dur, map[string]string{"pool": "main", "name": "tenant_count", "op": "query", "outcome": "ok"}))
-	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "ok"}))
-	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "error"}))
-	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "touch_tenants", "op": "batch", "outcome": "ok"}))
-	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "tenants", "op": "copy", "outcome": "ok"}))
-	require.Equal(t, 1.0, g.value(t, dur, map[string]string{"name": "select", "op": "query", "outcome": "canceled"}))
-	require.Equal(t, 1.0, g.value(t, "pgkit_query_errors_total", map[string]string{"name": "insert", "sqlstate_class": "23"}))
-	require.Equal(t, 2.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "insert", "op": "query"}))
-	require.Equal(t, 3.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "touch_tenants", "op": "batch"}),
+	require.Equal(t, 3.0, g.Value(t, dur, map[string]string{"pool": "main", "name": "tenant_count", "op": "query", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.Value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.Value(t, dur, map[string]string{"name": "insert", "op": "query", "outcome": "error"}))
+	require.Equal(t, 1.0, g.Value(t, dur, map[string]string{"name": "touch_tenants", "op": "batch", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.Value(t, dur, map[string]string{"name": "tenants", "op": "copy", "outcome": "ok"}))
+	require.Equal(t, 1.0, g.Value(t, dur, map[string]string{"name": "select", "op": "query", "outcome": "canceled"}))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_query_errors_total", map[string]string{"name": "insert", "sqlstate_class": "23"}))
+	require.Equal(t, 2.0, g.Value(t, "pgkit_query_rows_total", map[string]string{"name": "insert", "op": "query"}))
+	require.Equal(t, 3.0, g.Value(t, "pgkit_query_rows_total", map[string]string{"name": "touch_tenants", "op": "batch"}),
 		"one row, then both (the copy came after)")
-	require.Equal(t, 5.0, g.value(t, "pgkit_query_rows_total", map[string]string{"name": "tenants", "op": "copy"}))
-	require.Nil(t, g.find("pgkit_slow_queries_total", nil), "nothing was slow")
+	require.Equal(t, 5.0, g.Value(t, "pgkit_query_rows_total", map[string]string{"name": "tenants", "op": "copy"}))
+	require.Nil(t, g.Find("pgkit_slow_queries_total", nil), "nothing was slow")
 
-	require.Equal(t, float64(1+extraTimeouts), g.value(t, "pgkit_pool_acquire_timeouts_total", nil))
-	require.Equal(t, 2.0, g.value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
+	require.Equal(t, float64(1+extraTimeouts), g.Value(t, "pgkit_pool_acquire_timeouts_total", nil))
+	require.Equal(t, 2.0, g.Value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
 	// The scrape's own health check may hold (or wait for) one connection
 	// while the pool's gauges are read: collectors run concurrently.
 	between("pgkit_pool_acquired_connections", 0, 1, nil)
-	require.LessOrEqual(t, g.value(t, "pgkit_pool_utilization_ratio", nil), 0.5)
+	require.LessOrEqual(t, g.Value(t, "pgkit_pool_utilization_ratio", nil), 0.5)
 	between("pgkit_pool_waiting", 0, 1, nil)
-	require.Equal(t, 0.0, g.value(t, "pgkit_pool_leaked_connections", nil))
+	require.Equal(t, 0.0, g.Value(t, "pgkit_pool_leaked_connections", nil))
 	between("pgkit_pool_acquires_total", before.AcquireCount(), after.AcquireCount(), nil)
 	between("pgkit_pool_new_connections_total", before.NewConnsCount(), after.NewConnsCount(), nil)
 	between("pgkit_pool_connect_duration_seconds", before.NewConnsCount(), after.NewConnsCount(), map[string]string{"outcome": "ok"})
-	require.Equal(t, float64(after.CanceledAcquireCount()), g.value(t, "pgkit_pool_canceled_acquires_total", nil))
+	require.Equal(t, float64(after.CanceledAcquireCount()), g.Value(t, "pgkit_pool_canceled_acquires_total", nil))
 	// Every acquire is measured, the timed-out one included; every checkout is released.
 	between("pgkit_pool_acquire_duration_seconds", before.AcquireCount()+1+int64(extraTimeouts), after.AcquireCount()+1+int64(extraTimeouts), nil)
 	between("pgkit_pool_connection_hold_seconds", before.AcquireCount(), after.AcquireCount(), nil)
 	require.Contains(t, g, "pgkit_pool_closed_connections_total")
-	require.Equal(t, 1.0, g.value(t, "pgkit_database_up", map[string]string{"pool": "main"}))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_database_up", map[string]string{"pool": "main"}))
 
 	// A second pool on the same registry needs its own name.
 	_, err = pgkit.Open(ctx, pgkit.Config{URL: db.Config().URL, Registerer: reg, Name: "main", LazyConnect: true})
@@ -198,19 +133,19 @@ func TestMetricsFollowRealWork(t *testing.T) {
 	other := openTest(t, pgkit.Config{Registerer: reg, Name: "other"})
 	_, err = other.Exec(ctx, "SELECT 1")
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"main", "other"}, gather(t, reg).labelValues("pgkit_pool_max_connections", "pool"))
+	require.ElementsMatch(t, []string{"main", "other"}, testkit.Gather(t, reg).LabelValues("pgkit_pool_max_connections", "pool"))
 
 	// Close unregisters, so the name can be used again.
 	db.Close()
 	reopened := openTest(t, pgkit.Config{URL: db.Config().URL, Registerer: reg, Name: "main", MaxConns: 2})
-	require.Equal(t, 2.0, gather(t, reg).value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
+	require.Equal(t, 2.0, testkit.Gather(t, reg).Value(t, "pgkit_pool_max_connections", map[string]string{"pool": "main"}))
 	reopened.Close()
 }
 
 func TestQueryNames(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Registerer: reg, MaxQueryNames: 4, Logger: slog.New(logs)})
 	ctx := context.Background()
 
@@ -227,22 +162,22 @@ func TestQueryNames(t *testing.T) {
 	run(ctx, "UPDATE tenants SET name = 'n' WHERE id = 'none'")
 	run(pgkit.WithQueryName(ctx, "late_name"), "SELECT 1")
 
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	// The scrape's own health check is named pgkit_health, outside the cap.
-	names := slices.DeleteFunc(g.labelValues("pgkit_query_duration_seconds", "name"), func(n string) bool { return n == "pgkit_health" })
+	names := slices.DeleteFunc(g.LabelValues("pgkit_query_duration_seconds", "name"), func(n string) bool { return n == "pgkit_health" })
 	require.ElementsMatch(t, []string{"GetTenant", "select", "from_context", "with", "other"}, names)
 	// "other" holds both later names.
-	require.Equal(t, 2.0, g.value(t, "pgkit_query_duration_seconds", map[string]string{"name": "other", "op": "query"}))
-	attrs, ok := logs.find("MaxQueryNames")
-	require.True(t, ok, logs.text())
+	require.Equal(t, 2.0, g.Value(t, "pgkit_query_duration_seconds", map[string]string{"name": "other", "op": "query"}))
+	attrs, ok := logs.Find("MaxQueryNames")
+	require.True(t, ok, logs.Text())
 	require.Equal(t, "update", attrs["first_over"].String())
-	require.Equal(t, 1, strings.Count(logs.text(), "MaxQueryNames"), "warned once")
+	require.Equal(t, 1, strings.Count(logs.Text(), "MaxQueryNames"), "warned once")
 }
 
 func TestSlowQueryLog(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cret-arg-value"
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{
 		Logger: slog.New(logs), SlowQueryThreshold: 100 * time.Millisecond, MaxLoggedSQL: 60, SlowQueryBuffer: 2,
 	})
@@ -251,16 +186,16 @@ func TestSlowQueryLog(t *testing.T) {
 	// Fast: not logged.
 	_, err := db.Exec(ctx, `SELECT $1::text`, secret)
 	require.NoError(t, err)
-	_, logged := logs.find("slow query", "op", "query")
-	require.False(t, logged, logs.text())
+	_, logged := logs.Find("slow query", "op", "query")
+	require.False(t, logged, logs.Text())
 
 	slowSQL := "SELECT pg_sleep(0.15),\n\t\t$1::text   AS secret_column,\n  'padding padding padding padding padding padding' AS p"
 	_, err = db.Exec(pgkit.WithQueryName(ctx, "slow_one"), slowSQL, secret)
 	require.NoError(t, err)
 
 	// op=query: on a busy machine the statement's prepare can be slow too.
-	attrs, ok := logs.find("slow query", "op", "query")
-	require.True(t, ok, logs.text())
+	attrs, ok := logs.Find("slow query", "op", "query")
+	require.True(t, ok, logs.Text())
 	require.Equal(t, "slow_one", attrs["name"].String())
 	require.Equal(t, "query", attrs["op"].String())
 	require.GreaterOrEqual(t, attrs["duration"].Duration(), 150*time.Millisecond)
@@ -269,7 +204,7 @@ func TestSlowQueryLog(t *testing.T) {
 	sql := attrs["sql"].String()
 	require.Equal(t, "SELECT pg_sleep(0.15), $1::text AS secret_column, 'padding p…", sql, "folded and cut at 60 bytes")
 	require.NotContains(t, attrs, "args")
-	require.NotContains(t, logs.text(), secret)
+	require.NotContains(t, logs.Text(), secret)
 
 	// The ring keeps the last two, newest first.
 	for _, name := range []string{"slow_two", "slow_three"} {
@@ -288,26 +223,26 @@ func TestSlowQueryLog(t *testing.T) {
 	_, err = db.Exec(pgkit.WithQueryName(ctx, "bad_cast"), `SELECT $1::int`, secret)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), secret, "the caller's own error keeps the server's message")
-	attrs, ok = logs.find("query failed")
-	require.True(t, ok, logs.text())
+	attrs, ok = logs.Find("query failed")
+	require.True(t, ok, logs.Text())
 	require.Equal(t, "22P02", attrs["sqlstate"].String())
 	require.Equal(t, `invalid input syntax for type integer: "?"`, attrs["error"].String())
-	require.NotContains(t, logs.text(), secret)
+	require.NotContains(t, logs.Text(), secret)
 }
 
 func TestSlowQueryLogArgsRedacted(t *testing.T) {
 	t.Parallel()
 	const secret = "card-4111111111111111"
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), SlowQueryThreshold: 50 * time.Millisecond, LogArgs: true})
 	_, err := db.Exec(context.Background(), `SELECT pg_sleep(0.06), $1::text, $2::int`, secret, 42)
 	require.NoError(t, err)
-	attrs, ok := logs.find("slow query", "op", "query")
+	attrs, ok := logs.Find("slow query", "op", "query")
 	require.True(t, ok)
 	require.Equal(t, []string{"string(len=21)", "int"}, attrs["args"].Any())
-	require.NotContains(t, logs.text(), secret)
+	require.NotContains(t, logs.Text(), secret)
 
-	custom := &logRecorder{}
+	custom := &testkit.LogRecorder{}
 	db2 := openTest(t, pgkit.Config{Logger: slog.New(custom), SlowQueryThreshold: 50 * time.Millisecond, LogArgs: true,
 		RedactArg: func(v any) string {
 			if s, ok := v.(string); ok {
@@ -317,21 +252,21 @@ func TestSlowQueryLogArgsRedacted(t *testing.T) {
 		}})
 	_, err = db2.Exec(context.Background(), `SELECT pg_sleep(0.06), $1::text, $2::int`, secret, 42)
 	require.NoError(t, err)
-	attrs, ok = custom.find("slow query", "op", "query")
+	attrs, ok = custom.Find("slow query", "op", "query")
 	require.True(t, ok)
 	require.Equal(t, []string{"card…", "42"}, attrs["args"].Any())
 }
 
 func TestSlowQueryLogDisabled(t *testing.T) {
 	t.Parallel()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), Registerer: reg, SlowQueryThreshold: -1})
 	_, err := db.Exec(context.Background(), `SELECT pg_sleep(0.55)`)
 	require.NoError(t, err)
-	require.Empty(t, logs.text())
+	require.Empty(t, logs.Text())
 	require.Empty(t, db.SlowQueries())
-	require.Nil(t, gather(t, reg).find("pgkit_slow_queries_total", nil))
+	require.Nil(t, testkit.Gather(t, reg).Find("pgkit_slow_queries_total", nil))
 }
 
 func TestSlowQueriesCountedByDefaultThreshold(t *testing.T) {
@@ -344,7 +279,7 @@ func TestSlowQueriesCountedByDefaultThreshold(t *testing.T) {
 	_, err = db.Exec(context.Background(), `SELECT pg_sleep(0.55)`)
 	require.NoError(t, err)
 	require.Len(t, db.SlowQueries(), 1)
-	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_slow_queries_total", map[string]string{"name": "select", "op": "query"}))
+	require.Equal(t, 1.0, testkit.Gather(t, reg).Value(t, "pgkit_slow_queries_total", map[string]string{"name": "select", "op": "query"}))
 }
 
 func TestRequestStatsConcurrent(t *testing.T) {
@@ -409,12 +344,12 @@ func TestMiddlewareServerTiming(t *testing.T) {
 
 func TestLeakDetection(t *testing.T) {
 	t.Parallel()
-	logs := &logRecorder{}
+	logs := &testkit.LogRecorder{}
 	reg := prometheus.NewPedanticRegistry()
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), Registerer: reg, LeakThreshold: 100 * time.Millisecond})
 	ctx := context.Background()
 
-	leakedGauge := func() float64 { return gather(t, reg).value(t, "pgkit_pool_leaked_connections", nil) }
+	leakedGauge := func() float64 { return testkit.Gather(t, reg).Value(t, "pgkit_pool_leaked_connections", nil) }
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		require.Eventually(t, cond, 5*time.Second, 10*time.Millisecond, "waiting for %s", what)
@@ -426,13 +361,13 @@ func TestLeakDetection(t *testing.T) {
 	c.Release()
 
 	conn := acquireAndForget(t, db)
-	waitFor("the leak warning", func() bool { _, ok := logs.find("possible leak"); return ok })
-	attrs, _ := logs.find("possible leak")
+	waitFor("the leak warning", func() bool { _, ok := logs.Find("possible leak"); return ok })
+	attrs, _ := logs.Find("possible leak")
 	require.Contains(t, attrs["acquired_at"].String(), "acquireAndForget")
 	require.Contains(t, attrs["acquired_at"].String(), "TestLeakDetection")
 	require.GreaterOrEqual(t, attrs["held"].Duration(), 100*time.Millisecond)
 	require.Equal(t, 1.0, leakedGauge())
-	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_pool_leaks_total", nil))
+	require.Equal(t, 1.0, testkit.Gather(t, reg).Value(t, "pgkit_pool_leaks_total", nil))
 
 	// A transaction never ended is a leak too.
 	tx, err := db.Begin(ctx)
@@ -442,9 +377,9 @@ func TestLeakDetection(t *testing.T) {
 	conn.Release()
 	require.NoError(t, tx.Rollback(ctx))
 	require.Equal(t, 0.0, leakedGauge())
-	_, ok := logs.find("leaked connection returned")
+	_, ok := logs.Find("leaked connection returned")
 	require.True(t, ok)
-	require.Equal(t, 2.0, gather(t, reg).value(t, "pgkit_pool_leaks_total", nil))
+	require.Equal(t, 2.0, testkit.Gather(t, reg).Value(t, "pgkit_pool_leaks_total", nil))
 }
 
 // acquireAndForget is the leaky code the leak detector must point at.
@@ -486,7 +421,7 @@ func TestUserTracerSeesEveryQuery(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, before+10, user.queries.Load())
-	require.Equal(t, 10.0, gather(t, reg).value(t, "pgkit_query_duration_seconds", map[string]string{"name": "select", "op": "query"}),
+	require.Equal(t, 10.0, testkit.Gather(t, reg).Value(t, "pgkit_query_duration_seconds", map[string]string{"name": "select", "op": "query"}),
 		"Open's check of the server uses a connection of its own, the scrape's health check a name of its own")
 	require.GreaterOrEqual(t, user.acquires.Load(), int64(10))
 
@@ -513,11 +448,11 @@ func TestWaitingGaugeCountsCallersWaiting(t *testing.T) {
 		go func() { _, err := db.Exec(ctx, `SELECT 1`); done <- err }()
 	}
 	require.Eventually(t, func() bool { return db.PoolStats().Waiting == 3 }, 5*time.Second, 5*time.Millisecond)
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	// The scrape's own health check may be waiting too.
-	require.Contains(t, []float64{3, 4}, g.value(t, "pgkit_pool_waiting", nil))
-	require.Equal(t, 1.0, g.value(t, "pgkit_pool_utilization_ratio", nil))
-	require.Equal(t, 1.0, g.value(t, "pgkit_database_up", nil), "a saturated pool is degraded, not down")
+	require.Contains(t, []float64{3, 4}, g.Value(t, "pgkit_pool_waiting", nil))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_pool_utilization_ratio", nil))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_database_up", nil), "a saturated pool is degraded, not down")
 
 	rows.Close()
 	for range 3 {
@@ -526,5 +461,5 @@ func TestWaitingGaugeCountsCallersWaiting(t *testing.T) {
 	require.Equal(t, int64(0), db.PoolStats().Waiting)
 	// The registry reads the gauge while the scrape's health check may be
 	// checking out the one connection.
-	require.Contains(t, []float64{0, 1}, gather(t, reg).value(t, "pgkit_pool_waiting", nil))
+	require.Contains(t, []float64{0, 1}, testkit.Gather(t, reg).Value(t, "pgkit_pool_waiting", nil))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -60,11 +61,11 @@ func TestInTxCommitRollbackPanic(t *testing.T) {
 	require.Equal(t, 0, tenantCount(t, db, "panicked"))
 	require.Equal(t, int32(0), db.PoolStats().Acquired, "the connection went back to the pool")
 
-	g := gather(t, reg)
-	require.Equal(t, 1.0, g.value(t, "pgkit_tx_total", map[string]string{"outcome": "commit"}))
-	require.Equal(t, 2.0, g.value(t, "pgkit_tx_total", map[string]string{"outcome": "rollback"}))
-	require.Equal(t, 3.0, g.value(t, "pgkit_tx_attempts", nil))
-	require.Equal(t, 3.0, g.value(t, "pgkit_tx_duration_seconds", nil))
+	g := testkit.Gather(t, reg)
+	require.Equal(t, 1.0, g.Value(t, "pgkit_tx_total", map[string]string{"outcome": "commit"}))
+	require.Equal(t, 2.0, g.Value(t, "pgkit_tx_total", map[string]string{"outcome": "rollback"}))
+	require.Equal(t, 3.0, g.Value(t, "pgkit_tx_attempts", nil))
+	require.Equal(t, 3.0, g.Value(t, "pgkit_tx_duration_seconds", nil))
 }
 
 func TestInTxSavepoints(t *testing.T) {
@@ -189,7 +190,7 @@ func TestBankInvariant(t *testing.T) {
 	require.Zero(t, run(pgkit.WithRetry(pgkit.RetryPolicy{MaxAttempts: 100, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond})),
 		"with retry every transfer commits")
 	check()
-	retries := gather(t, reg).value(t, "pgkit_tx_retries_total", map[string]string{"reason": "serialization"})
+	retries := testkit.Gather(t, reg).Value(t, "pgkit_tx_retries_total", map[string]string{"reason": "serialization"})
 	require.Positive(t, retries, "the test must provoke serialization failures")
 	t.Logf("%v retries for %d transfers", retries, workers*transfers)
 
@@ -233,7 +234,7 @@ func TestRetryDeadlockButNotUniqueViolation(t *testing.T) {
 	require.NoError(t, <-errs)
 	require.NoError(t, <-errs)
 	require.Equal(t, int32(3), attempts[0].Load()+attempts[1].Load(), "one of the two was chosen as the deadlock victim and ran again")
-	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_tx_retries_total", map[string]string{"reason": "deadlock"}))
+	require.Equal(t, 1.0, testkit.Gather(t, reg).Value(t, "pgkit_tx_retries_total", map[string]string{"reason": "deadlock"}))
 
 	var calls int
 	require.NoError(t, insertTenant(ctx, db, "dup"))
@@ -380,7 +381,7 @@ func TestRetryAfterConnectionLostBeforeCommit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, calls)
 	require.Equal(t, 1, tenantCount(t, db, "survivor"), "exactly once")
-	require.Equal(t, 1.0, gather(t, reg).value(t, "pgkit_tx_retries_total", map[string]string{"reason": "connection"}))
+	require.Equal(t, 1.0, testkit.Gather(t, reg).Value(t, "pgkit_tx_retries_total", map[string]string{"reason": "connection"}))
 }
 
 func TestInTxOptions(t *testing.T) {

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,7 +94,7 @@ func TestWriterWritesEverything(t *testing.T) {
 	err = w.Write(context.Background(), chatMsg(convID, -1))
 	require.ErrorIs(t, err, pgkit.ErrWriterClosed)
 	// Close unregistered the writer's metrics.
-	require.Nil(t, gather(t, reg).find("pgkit_writer_items_total", nil))
+	require.Nil(t, testkit.Gather(t, reg).Find("pgkit_writer_items_total", nil))
 }
 
 func TestWriterMetricsAndFlush(t *testing.T) {
@@ -113,14 +114,14 @@ func TestWriterMetricsAndFlush(t *testing.T) {
 	require.Equal(t, 250, rows)
 	require.Equal(t, pgkit.WriterStats{Name: "chat", Queued: 0, Capacity: 1000, Accepted: 250, Written: 250}, w.Stats())
 
-	g := gather(t, reg)
+	g := testkit.Gather(t, reg)
 	labels := map[string]string{"pool": "w", "writer": "chat"}
-	require.Equal(t, 250.0, g.value(t, "pgkit_writer_items_total", map[string]string{"writer": "chat", "outcome": "written"}))
-	require.Equal(t, 3.0, g.value(t, "pgkit_writer_batch_size", labels), "100 + 100 + 50")
-	require.Equal(t, 3.0, g.value(t, "pgkit_writer_flush_duration_seconds", labels))
-	require.Equal(t, 0.0, g.value(t, "pgkit_writer_queue_depth", labels))
-	require.Equal(t, 1000.0, g.value(t, "pgkit_writer_queue_capacity", labels))
-	require.Equal(t, 0.0, g.value(t, "pgkit_writer_retries_total", labels))
+	require.Equal(t, 250.0, g.Value(t, "pgkit_writer_items_total", map[string]string{"writer": "chat", "outcome": "written"}))
+	require.Equal(t, 3.0, g.Value(t, "pgkit_writer_batch_size", labels), "100 + 100 + 50")
+	require.Equal(t, 3.0, g.Value(t, "pgkit_writer_flush_duration_seconds", labels))
+	require.Equal(t, 0.0, g.Value(t, "pgkit_writer_queue_depth", labels))
+	require.Equal(t, 1000.0, g.Value(t, "pgkit_writer_queue_capacity", labels))
+	require.Equal(t, 0.0, g.Value(t, "pgkit_writer_retries_total", labels))
 }
 
 func TestWriterIsolatesBadRows(t *testing.T) {
@@ -164,7 +165,7 @@ func TestWriterOverflow(t *testing.T) {
 			BatchSize: 2, QueueSize: 4, FlushInterval: time.Millisecond, Overflow: policy, DedupeKey: "client_id"})
 		require.NoError(t, err)
 		depth := func() float64 {
-			return gather(t, reg).value(t, "pgkit_writer_queue_depth", map[string]string{"writer": name})
+			return testkit.Gather(t, reg).Value(t, "pgkit_writer_queue_depth", map[string]string{"writer": name})
 		}
 		// 2 go into the batch stuck on the lock, then 2 wait in the queue:
 		// QueueSize (4) items are accepted and not yet written.

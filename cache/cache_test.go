@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"strings"
 	"sync"
@@ -55,15 +56,15 @@ func TestCacheDashboardStats(t *testing.T) {
 
 			s := c.Stats()
 			require.Equal(t, cache.Stats{Hits: 3, Misses: 2, Loads: 2, HitRatio: 3.0 / 5}, s)
-			g := gather(t, reg)
+			g := testkit.Gather(t, reg)
 			labels := func(result string) map[string]string {
 				return map[string]string{"cache": "dashboard", "result": result}
 			}
-			require.Equal(t, 3.0, g.value(t, "pgkit_cache_requests_total", labels("hit")))
-			require.Equal(t, 2.0, g.value(t, "pgkit_cache_requests_total", labels("miss")))
-			require.Equal(t, 0.0, g.value(t, "pgkit_cache_requests_total", labels("error")))
-			require.Equal(t, 2.0, g.value(t, "pgkit_cache_load_duration_seconds", map[string]string{"cache": "dashboard"}))
-			require.Equal(t, 0.0, g.value(t, "pgkit_cache_store_errors_total", map[string]string{"cache": "dashboard"}))
+			require.Equal(t, 3.0, g.Value(t, "pgkit_cache_requests_total", labels("hit")))
+			require.Equal(t, 2.0, g.Value(t, "pgkit_cache_requests_total", labels("miss")))
+			require.Equal(t, 0.0, g.Value(t, "pgkit_cache_requests_total", labels("error")))
+			require.Equal(t, 2.0, g.Value(t, "pgkit_cache_load_duration_seconds", map[string]string{"cache": "dashboard"}))
+			require.Equal(t, 0.0, g.Value(t, "pgkit_cache_store_errors_total", map[string]string{"cache": "dashboard"}))
 		})
 	}
 }
@@ -253,7 +254,7 @@ func TestCacheLoadErrors(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			errNoTenant := errors.New("no such tenant")
-			var logs lockedBuffer
+			var logs testkit.LockedBuffer
 			c := newCache[dashboardStats](t, kind.new(t), cache.Config{
 				Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 				Name:   "errors", NotFound: errNoTenant, NegativeTTL: time.Minute,
@@ -380,7 +381,7 @@ func TestCacheUndecodableEntry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store, client := newRedisStore(t)
-	rec := &logRecorder{}
+	rec := &testkit.LogRecorder{}
 	c := newCache[dashboardStats](t, store, cache.Config{Name: "dash", Logger: slog.New(rec)})
 	for _, garbage := range []string{`{"users":1}`, `vnot json`, ``} {
 		require.NoError(t, client.Set(ctx, store.Prefix()+"dash:k", garbage, time.Hour).Err())
@@ -392,7 +393,7 @@ func TestCacheUndecodableEntry(t *testing.T) {
 		require.True(t, strings.HasPrefix(raw, `v{"users":9`), raw)
 	}
 	require.Equal(t, uint64(3), c.Stats().Errors)
-	_, logged := rec.find("pgkit: cache entry could not be decoded")
+	_, logged := rec.Find("pgkit: cache entry could not be decoded")
 	require.True(t, logged)
 }
 
@@ -443,10 +444,10 @@ func TestCacheMetricsRegistry(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, v, "same key, same store, another cache: another key space")
 
-	g := gather(t, reg)
-	require.ElementsMatch(t, []string{"a", "b"}, g.labelValues("pgkit_cache_requests_total", "cache"))
-	require.Equal(t, 2.0, g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "a", "result": "hit"}))
-	require.Equal(t, 1.0, g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "b", "result": "miss"}))
+	g := testkit.Gather(t, reg)
+	require.ElementsMatch(t, []string{"a", "b"}, g.LabelValues("pgkit_cache_requests_total", "cache"))
+	require.Equal(t, 2.0, g.Value(t, "pgkit_cache_requests_total", map[string]string{"cache": "a", "result": "hit"}))
+	require.Equal(t, 1.0, g.Value(t, "pgkit_cache_requests_total", map[string]string{"cache": "b", "result": "miss"}))
 
 	_, err = cache.New[int](store, cache.Config{Name: "a", Registerer: reg})
 	var cfgErr *pgkit.ConfigError

@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"log/slog"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ func TestCacheRedisDown(t *testing.T) {
 	server := pgtest.StartRedis(t)
 	store, admin := newRedisStoreAt(t, server.URL())
 	reg := prometheus.NewPedanticRegistry()
-	rec := &logRecorder{}
+	rec := &testkit.LogRecorder{}
 	const storeTimeout = 50 * time.Millisecond
 	c := newCache[dashboardStats](t, store, cache.Config{
 		Name: "dashboard", StoreTimeout: storeTimeout, Registerer: reg, Logger: slog.New(rec),
@@ -87,9 +88,9 @@ func TestCacheRedisDown(t *testing.T) {
 	// most calls do not try it (the loop takes well under a second: one).
 	require.Greater(t, s.StoreErrors, before.StoreErrors)
 	require.Less(t, s.StoreErrors, before.StoreErrors+10)
-	g := gather(t, reg)
-	require.Equal(t, float64(s.Errors), g.value(t, "pgkit_cache_requests_total", map[string]string{"cache": "dashboard", "result": "error"}))
-	require.Equal(t, float64(s.StoreErrors), g.value(t, "pgkit_cache_store_errors_total", map[string]string{"cache": "dashboard"}))
+	g := testkit.Gather(t, reg)
+	require.Equal(t, float64(s.Errors), g.Value(t, "pgkit_cache_requests_total", map[string]string{"cache": "dashboard", "result": "error"}))
+	require.Equal(t, float64(s.StoreErrors), g.Value(t, "pgkit_cache_store_errors_total", map[string]string{"cache": "dashboard"}))
 
 	// Back: the server keeps no data, so one miss, then hits.
 	require.NoError(t, server.Start())
@@ -119,12 +120,12 @@ func TestCacheRedisDown(t *testing.T) {
 
 	// Many failures, one log line: at most one per ErrorLogInterval (1m).
 	n := 0
-	for _, line := range strings.Split(rec.text(), "\n") {
+	for _, line := range strings.Split(rec.Text(), "\n") {
 		if strings.Contains(line, "pgkit: cache store error") && strings.Contains(line, "cache=dashboard op=") {
 			n++
 		}
 	}
-	require.Equal(t, 1, n, rec.text())
+	require.Equal(t, 1, n, rec.Text())
 }
 
 // TestCacheStampedeRedisDefaults: 500 callers miss one key at once, five
