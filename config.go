@@ -144,8 +144,8 @@ type Config struct {
 	// are true) and its connection is closed. A context with a deadline is
 	// left to that deadline. Default StatementTimeout plus
 	// DefaultClientTimeoutMargin (65s), so the server's own timeout, with its
-	// clear error, fires first; Disabled when StatementTimeout is Disabled.
-	// Disabled turns it off.
+	// clear error, fires first. Disabled turns it off; it is off by default
+	// when StatementTimeout is Disabled.
 	ClientTimeout time.Duration
 	// IdleInTransactionTimeout is the server's
 	// idle_in_transaction_session_timeout: a session left idle inside a
@@ -185,7 +185,9 @@ type Config struct {
 	HealthTimeout time.Duration
 
 	// Name is the value of the "pool" label on every metric, so that two
-	// pools in one process do not collide. Default: ApplicationName.
+	// pools in one process do not collide. Default: ApplicationName, which
+	// defaults to the program's name: two DBs of one program on one
+	// Registerer need a Name each, or Open refuses the second.
 	Name string
 	// SlowQueryThreshold: a query, batch, copy or prepare at least this slow
 	// is logged at Warn, counted in pgkit_slow_queries_total and kept for
@@ -275,40 +277,40 @@ type Config struct {
 // validate refuses what Open cannot honour, naming the field.
 func (cfg *Config) validate() error {
 	if cfg.URL == "" {
-		return &ConfigError{Field: "URL", Reason: "required"}
+		return &ConfigError{Struct: "Config", Field: "URL", Reason: "required"}
 	}
 	if cfg.MaxConns < 0 {
-		return &ConfigError{Field: "MaxConns", Reason: fmt.Sprintf("must be at least 1 (got %d)", cfg.MaxConns)}
+		return &ConfigError{Struct: "Config", Field: "MaxConns", Reason: fmt.Sprintf("must be at least 1 (got %d)", cfg.MaxConns)}
 	}
 	if cfg.MinConns < 0 {
-		return &ConfigError{Field: "MinConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinConns)}
+		return &ConfigError{Struct: "Config", Field: "MinConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinConns)}
 	}
 	if cfg.MinIdleConns < 0 {
-		return &ConfigError{Field: "MinIdleConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinIdleConns)}
+		return &ConfigError{Struct: "Config", Field: "MinIdleConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinIdleConns)}
 	}
 	if cfg.MaxConns > 0 && cfg.MinConns > cfg.MaxConns {
-		return &ConfigError{Field: "MinConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinConns, cfg.MaxConns)}
+		return &ConfigError{Struct: "Config", Field: "MinConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinConns, cfg.MaxConns)}
 	}
 	if cfg.MaxConns > 0 && cfg.MinIdleConns > cfg.MaxConns {
-		return &ConfigError{Field: "MinIdleConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinIdleConns, cfg.MaxConns)}
+		return &ConfigError{Struct: "Config", Field: "MinIdleConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinIdleConns, cfg.MaxConns)}
 	}
 	for _, n := range []struct {
 		field string
 		v     int
 	}{{"MaxLoggedSQL", cfg.MaxLoggedSQL}, {"SlowQueryBuffer", cfg.SlowQueryBuffer}, {"MaxQueryNames", cfg.MaxQueryNames}} {
 		if n.v < 0 {
-			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
+			return &ConfigError{Struct: "Config", Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
 		}
 	}
 	if cfg.TenantSetting != "" && !validSettingName(cfg.TenantSetting) {
-		return &ConfigError{Field: "TenantSetting", Reason: fmt.Sprintf(
+		return &ConfigError{Struct: "Config", Field: "TenantSetting", Reason: fmt.Sprintf(
 			"%q is not a custom setting name (prefix.name, letters, digits and underscores)", cfg.TenantSetting)}
 	}
 	if cfg.KeepaliveCount < 0 {
-		return &ConfigError{Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
+		return &ConfigError{Struct: "Config", Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
 	}
 	if cfg.TCPUserTimeout.Milliseconds() > math.MaxInt32 {
-		return &ConfigError{Field: "TCPUserTimeout", Reason: fmt.Sprintf("must be at most %s (got %s)",
+		return &ConfigError{Struct: "Config", Field: "TCPUserTimeout", Reason: fmt.Sprintf("must be at most %s (got %s)",
 			time.Duration(math.MaxInt32)*time.Millisecond, cfg.TCPUserTimeout)}
 	}
 	durations := []struct {
@@ -339,12 +341,15 @@ func (cfg *Config) validate() error {
 		if d.d == Disabled && d.canDisable {
 			continue
 		}
+		if d.d == Disabled {
+			return &ConfigError{Struct: "Config", Field: d.field, Reason: "cannot be turned off (pgkit.Disabled); set a positive duration, or leave it zero for the default"}
+		}
 		if d.d < 0 {
 			reason := fmt.Sprintf("must not be negative (got %s)", d.d)
 			if d.canDisable {
 				reason += "; use pgkit.Disabled to turn it off"
 			}
-			return &ConfigError{Field: d.field, Reason: reason}
+			return &ConfigError{Struct: "Config", Field: d.field, Reason: reason}
 		}
 	}
 	return nil
@@ -498,11 +503,11 @@ func (cfg *Config) replicaConfigs() ([]*pgxpool.Config, error) {
 		params := connParams(u)
 		field := fmt.Sprintf("ReplicaURLs[%d]", i)
 		if u == "" {
-			return nil, &ConfigError{Field: field, Reason: "empty"}
+			return nil, &ConfigError{Struct: "Config", Field: field, Reason: "empty"}
 		}
 		pcfg, err := pgxpool.ParseConfig(u)
 		if err != nil {
-			return nil, redact(&ConfigError{Field: field, Reason: "cannot parse", Err: parseError(err, params["password"])}, params["password"])
+			return nil, redact(&ConfigError{Struct: "Config", Field: field, Reason: "cannot parse", Err: parseError(err, params["password"])}, params["password"])
 		}
 		cfg.configure(pcfg, params)
 		out[i] = pcfg

@@ -72,7 +72,7 @@ func WithDashboardSource(name string, stats func() map[string]float64) Dashboard
 
 // WithDashboardWriter shows a background Writer (any *Writer[T]) as a source
 // named after WriterStats.Name, with the keys queued, capacity, accepted,
-// written and failed.
+// written, failed and ambiguous.
 func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 	return func(c *dashboardConfig) {
 		if w == nil {
@@ -82,7 +82,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 		c.sources = append(c.sources, dashboardSource{name, func() map[string]float64 {
 			s := w.Stats()
 			return map[string]float64{"queued": float64(s.Queued), "capacity": float64(s.Capacity),
-				"accepted": float64(s.Accepted), "written": float64(s.Written), "failed": float64(s.Failed)}
+				"accepted": float64(s.Accepted), "written": float64(s.Written), "failed": float64(s.Failed),
+				"ambiguous": float64(s.Ambiguous)}
 		}})
 	}
 }
@@ -122,8 +123,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //	metrics                       whether the DB exports Prometheus metrics (Config.Registerer); the
 //	                              figures below are pgkit's own and are there either way
 //	pool_stats                    PoolStats, as in StatsHandler's pool_stats
-//	queries                       totals since Open from pgkit_query_duration_seconds, every name and op but
-//	                              prepare: count, errors, canceled, sum_seconds, and buckets, a list of
+//	queries                       totals since Open, summed over every query name and op but prepare (the
+//	                              same counts as pgkit_query_duration_seconds): count, errors, canceled, sum_seconds, and buckets, a list of
 //	                              {le, count} with cumulative counts for each finite upper bound (the +Inf
 //	                              bucket is count)
 //	window                        the change since the data was last read, by any client, at least half a

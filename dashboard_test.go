@@ -344,14 +344,14 @@ func TestDashboardWithoutMetrics(t *testing.T) {
 	require.NotEmpty(t, d.SlowQueries)
 	require.Equal(t, xssSQL, d.SlowQueries[0].SQL)
 	require.Equal(t, []dashSourceValues{
-		{Name: "chat", Values: map[string]float64{"queued": 3, "capacity": 50_000, "accepted": 3, "written": 0, "failed": 0}},
+		{Name: "chat", Values: map[string]float64{"queued": 3, "capacity": 50_000, "accepted": 3, "written": 0, "failed": 0, "ambiguous": 0}},
 		{Name: "convs", Values: map[string]float64{"hits": 2, "misses": 1, "errors": 0, "hit_ratio": 2.0 / 3,
 			"local_hits": 0, "loads": 1, "load_errors": 0, "store_errors": 0}},
 	}, d.Sources)
 
 	require.NoError(t, w.Close(ctx))
 	d, _ = getDashData(t, base+"data", "tok")
-	require.Equal(t, map[string]float64{"queued": 0, "capacity": 50_000, "accepted": 3, "written": 3, "failed": 0},
+	require.Equal(t, map[string]float64{"queued": 0, "capacity": 50_000, "accepted": 3, "written": 3, "failed": 0, "ambiguous": 0},
 		d.Sources[0].Values)
 }
 

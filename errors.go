@@ -71,10 +71,10 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // ConfigError is returned when a configuration field holds a value pgkit
 // refuses: by Open for Config, and by the constructors of every other
 // configuration struct (NewWriter's WriterConfig, WithRetry's RetryPolicy,
-// cache.New's cache.Config). Struct names the struct ("" means Config) and
-// Field the field, such as "MaxConns".
+// cache.New's cache.Config, cache.NewMemoryStore's cache.MemoryStoreConfig).
+// Struct names the struct and Field the field, such as "MaxConns".
 type ConfigError struct {
-	Struct string // "WriterConfig", "RetryPolicy", "cache.Config"; "" for Config
+	Struct string // "Config", "WriterConfig", "RetryPolicy", "cache.Config", "cache.MemoryStoreConfig"
 	Field  string
 	Reason string
 	Err    error // the underlying cause, if any (for example from parsing URL)

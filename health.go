@@ -91,7 +91,7 @@ func (r HealthReport) MarshalJSON() ([]byte, error) {
 // own: degraded if the server answers it (the pool is saturated), down if not.
 //
 // After Close it checks nothing: the status is down, with the reason
-// closedReason.
+// "closed: DB.Close was called".
 func (db *DB) Health(ctx context.Context) HealthReport {
 	if db.closed.Load() {
 		return HealthReport{Status: StatusDown, Reason: closedReason, Pool: db.PoolStats(), Replicas: db.Replicas(), CheckedAt: time.Now()}

@@ -30,7 +30,7 @@ func registerMetrics(reg prometheus.Registerer, pool, role string, obs *observer
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "role": role}, reg)
 	err := set.register(reg, &promCollector{obs: obs, pools: pools, up: up})
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-		return nil, &ConfigError{Field: "Name", Reason: fmt.Sprintf(
+		return nil, &ConfigError{Struct: "Config", Field: "Name", Reason: fmt.Sprintf(
 			"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
 	}
 	if err != nil {

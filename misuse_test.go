@@ -150,7 +150,7 @@ func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
 		struc, field string
 		message      string
 	}{
-		{func() error { _, err := pgkit.Open(ctx, pgkit.Config{}); return err }(), "", "URL", "pgkit: invalid Config.URL: required"},
+		{func() error { _, err := pgkit.Open(ctx, pgkit.Config{}); return err }(), "Config", "URL", "pgkit: invalid Config.URL: required"},
 		{func() error { _, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{}); return err }(), "WriterConfig", "Table", "pgkit: invalid WriterConfig.Table: required"},
 		{func() error {
 			_, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", BatchSize: -1})
@@ -166,6 +166,15 @@ func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
 			_, err := cache.New[int](store, cache.Config{Name: "c", StoreTimeout: -time.Second})
 			return err
 		}(), "cache.Config", "StoreTimeout", "pgkit: invalid cache.Config.StoreTimeout: must not be negative (got -1s); use pgkit.Disabled to turn it off"},
+		{func() error {
+			_, err := pgkit.Open(ctx, pgkit.Config{URL: "postgres://u@127.0.0.1:1/db", HealthTimeout: pgkit.Disabled})
+			return err
+		}(), "Config", "HealthTimeout", "pgkit: invalid Config.HealthTimeout: cannot be turned off (pgkit.Disabled); set a positive duration, or leave it zero for the default"},
+		{func() error {
+			_, err := cache.New[int](store, cache.Config{Name: "c", TTL: pgkit.Disabled})
+			return err
+		}(),
+			"cache.Config", "TTL", "pgkit: invalid cache.Config.TTL: cannot be turned off (pgkit.Disabled); set a positive duration, or leave it zero for the default"},
 		{func() error { _, err := cache.NewMemoryStore(cache.MemoryStoreConfig{MaxEntries: -1}); return err }(),
 			"cache.MemoryStoreConfig", "MaxEntries", "pgkit: invalid cache.MemoryStoreConfig.MaxEntries: must not be negative (got -1)"},
 	} {

@@ -62,7 +62,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
-		return nil, redact(&ConfigError{Field: "URL", Reason: "cannot parse", Err: parseError(err, password)}, password)
+		return nil, redact(&ConfigError{Struct: "Config", Field: "URL", Reason: "cannot parse", Err: parseError(err, password)}, password)
 	}
 	cfg.applyDefaults(params, pcfg)
 	cfg.configure(pcfg, params)

@@ -12,7 +12,7 @@ import (
 // ErrWriterClosed is returned by Write after Close.
 var ErrWriterClosed = errors.New("pgkit: writer is closed")
 
-// ErrQueueFull is returned by Write with Overflow Fail when QueueSize items
+// ErrQueueFull is returned by Write with OverflowFail when QueueSize items
 // are accepted and not yet written.
 var ErrQueueFull = errors.New("pgkit: writer queue is full")
 
@@ -159,7 +159,8 @@ func (w *Writer[T]) Flush(ctx context.Context) error {
 // goroutine. If ctx ends first, retrying stops and every unwritten item goes
 // to OnError. It returns an error when any item went to OnError since the
 // writer started (the last such error). Calling it again waits for the first
-// call's end.
+// call's end. Its metrics are unregistered when it returns: read Stats for
+// the final counts.
 func (w *Writer[T]) Close(ctx context.Context) error {
 	w.mu.Lock()
 	first := !w.closing

@@ -130,6 +130,8 @@ func (cfg *Config) setDefaults() error {
 		switch {
 		case *d.v == pgkit.Disabled && d.canOff:
 			*d.v = 0
+		case *d.v == pgkit.Disabled:
+			return configError(d.field, "cannot be turned off (pgkit.Disabled); set a positive duration, or leave it zero for the default")
 		case *d.v < 0:
 			reason := fmt.Sprintf("must not be negative (got %s)", *d.v)
 			if d.canOff {

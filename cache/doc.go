@@ -8,10 +8,10 @@
 // is treated as a miss: the store never makes a call fail.
 //
 //	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{}) // or redisstore.New(client, "myapp:")
-//	stats, err := cache.New[DashboardStats](store, cache.Config{Name: "dashboard_stats"})
-//	defer stats.Close()
-//	s, err := stats.Tenant(tenantID).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (DashboardStats, error) {
-//		return loadDashboardStats(ctx, db, tenantID) // on a miss only
+//	summaries, err := cache.New[TenantSummary](store, cache.Config{Name: "tenant_summary"})
+//	defer summaries.Close()
+//	s, err := summaries.Tenant(tenantID).GetOrLoad(ctx, "summary", func(ctx context.Context) (TenantSummary, error) {
+//		return loadTenantSummary(ctx, db, tenantID) // on a miss only
 //	})
 //
 // Keys are built with Key (tenant first), and Cache.Tenant scopes a cache

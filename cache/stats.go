@@ -48,7 +48,7 @@ func (c *Cache[T]) Stats() Stats {
 // between two polls from hits, misses and errors:
 //
 //	pgkit.DashboardHandler(db, pgkit.BearerToken(token),
-//		pgkit.WithDashboardSource("dashboard_stats", statsCache.DashboardStats))
+//		pgkit.WithDashboardSource("tenant summaries", summaries.DashboardStats))
 func (c *Cache[T]) DashboardStats() map[string]float64 {
 	s := c.Stats()
 	return map[string]float64{"hits": float64(s.Hits), "misses": float64(s.Misses), "errors": float64(s.Errors),
