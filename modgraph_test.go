@@ -18,7 +18,7 @@ import (
 // cache libraries): none of them may reach the module graph of a service
 // that imports pgkit.
 var forbiddenModules = []string{
-	"testcontainers", "moby", "docker", "chromedp", "cdproto", "coder/websocket", "go-redis/cache",
+	"testcontainers", "moby", "docker", "chromedp", "cdproto", "coder/websocket", "go-redis/cache", "go.opentelemetry.io", "vmihailenco/msgpack",
 }
 
 // TestModGraphOfAConsumer makes a service's module that imports a pgkit
