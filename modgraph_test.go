@@ -36,6 +36,7 @@ func TestModGraphOfAConsumer(t *testing.T) {
 		{"root", "github.com/pgkit-dev/pgkit"},
 		{"cache", "github.com/pgkit-dev/pgkit/cache"},
 		{"redisstore", "github.com/pgkit-dev/pgkit/cache/redisstore"},
+		{"pgkittest", "github.com/pgkit-dev/pgkit/pgkittest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit/internal/record"
 )
 
 // DB is a pgxpool.Pool with pgkit's tuning and instrumentation. It offers the
@@ -22,7 +23,8 @@ type DB struct {
 	obs     *observer // the tracer's: every count of the primary's pool
 	slow    *slowRing // the recent slow statements, primary's and replicas'
 	logger  *slog.Logger
-	metrics *collectorSet // the primary's Prometheus metrics; empty without a Registerer
+	metrics *collectorSet               // the primary's Prometheus metrics; empty without a Registerer
+	sink    atomic.Pointer[record.Sink] // pgkittest's statement recorder, for all of the DB's pools
 
 	catalog sync.Map // table name -> *tableInfo, for the bulk helpers
 
@@ -83,6 +85,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	db.localSettings = cfg.localSettings()
 	db.slow = newSlowRing(cfg.SlowQueryBuffer)
 	db.tracer = newTracer(db.cfg, rolePrimary, db.slow)
+	db.tracer.sink = &db.sink
 	db.obs = db.tracer.obs
 	db.cfg.trace(pcfg, db.tracer)
 	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, obs: db.obs}

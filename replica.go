@@ -115,6 +115,7 @@ type replica struct {
 // newReplicaSet builds a pool per replica config; nothing connects yet.
 func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	t := newTracer(db.cfg, roleReplica, db.slow)
+	t.sink = &db.sink
 	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
 		replan: replanner{mode: db.replan.mode, obs: t.obs}}
 	for _, pcfg := range cfgs {

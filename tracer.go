@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit/internal/record"
 )
 
 // tracer is installed on every connection of a DB. It measures every query,
@@ -26,9 +27,10 @@ type tracer struct {
 	cfg    Config
 	logger *slog.Logger
 	obs    *observer
-	role   string        // rolePrimary or roleReplica
-	ring   *slowRing     // shared by a DB's primary and replica tracers
-	leaks  *leakDetector // nil without a LeakThreshold
+	role   string                       // rolePrimary or roleReplica
+	ring   *slowRing                    // shared by a DB's primary and replica tracers
+	leaks  *leakDetector                // nil without a LeakThreshold
+	sink   *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 
 	closeOnce sync.Once
 
@@ -111,6 +113,11 @@ func (t *tracer) state(conn *pgx.Conn) *connState {
 }
 
 func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op, name string, ns *nameStats, sql string, args []any) {
+	if t.sink != nil && o != opPrepare { // a prepare is pgx's, not a statement of the caller's
+		if s := t.sink.Load(); s != nil {
+			s.Add(name, sql, args)
+		}
+	}
 	now := time.Now()
 	cs.ops[o] = opState{start: now, name: name, stats: ns, sql: sql, args: args}
 	t.bound(ctx, conn, cs, o, now)

@@ -61,12 +61,12 @@ func (f finder) startCluster(ctx context.Context, reasons []string, opts ...Opti
 	}
 	if err := f.dockerOK(ctx); err != nil {
 		reasons = append(reasons, reason(err))
-		return nil, noPostgresError(reasons...)
+		return nil, noPostgresError(f.envName(), reasons...)
 	}
 	c, err := StartDocker(ctx, opts...)
 	if err != nil {
 		reasons = append(reasons, reason(err))
-		return nil, noPostgresError(reasons...)
+		return nil, noPostgresError(f.envName(), reasons...)
 	}
 	return c, nil
 }

@@ -17,6 +17,7 @@ import (
 // order depends on, so tests can replace them (an empty PATH, a Docker check
 // that says no) without touching the process environment.
 type finder struct {
+	envVar   string // the variable naming a server; "" is EnvDatabaseURL
 	getenv   func(string) string
 	path     string   // the PATH searched for initdb, pg_ctl, pg_config, redis-server
 	pgGlobs  []string // directories tried last for initdb and pg_ctl, highest version first

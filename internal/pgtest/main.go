@@ -126,14 +126,31 @@ func ForExample() (url string, drop func()) {
 // resolvePostgres finds the shared server: the URL from the environment,
 // else a cluster of its own (returned, for the caller to close).
 func (f finder) resolvePostgres(ctx context.Context) (string, *Cluster, error) {
-	if u := strings.TrimSpace(f.getenv(EnvDatabaseURL)); u != "" {
+	if u := strings.TrimSpace(f.getenv(f.envName())); u != "" {
 		return u, nil, nil
 	}
-	c, err := f.startCluster(ctx, []string{EnvDatabaseURL + " is not set"})
+	c, err := f.startCluster(ctx, []string{f.envName() + " is not set"})
 	if err != nil {
 		return "", nil, err
 	}
 	return c.URL(), c, nil
+}
+
+// ResolveServer is how a harness outside pgtest finds a server: the URL in
+// the environment variable envVar when set, else a throwaway cluster from
+// local binaries, else in Docker, for the caller to Close (nil with a URL).
+// Its error names envVar among the ways to get a server.
+func ResolveServer(ctx context.Context, envVar string) (string, *Cluster, error) {
+	f := defaultFinder()
+	f.envVar = envVar
+	return f.resolvePostgres(ctx)
+}
+
+func (f finder) envName() string {
+	if f.envVar != "" {
+		return f.envVar
+	}
+	return EnvDatabaseURL
 }
 
 // NewDatabase returns the URL of a new database of the test's own on the

@@ -84,12 +84,12 @@ func (o options) postgresArgs() []string {
 
 // noPostgresError is the error returned when no way to reach a PostgreSQL
 // server worked; it names the three ways and why each failed.
-func noPostgresError(reasons ...string) error {
+func noPostgresError(envVar string, reasons ...string) error {
 	return fmt.Errorf("pgtest: no PostgreSQL server for the tests (%s). Provide one of:\n"+
 		"  1. set %s to a server's URL, e.g. %s=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable\n"+
 		"  2. install PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql`\n"+
 		"  3. run a Docker engine and put the docker command on PATH",
-		strings.Join(reasons, "; "), EnvDatabaseURL, EnvDatabaseURL)
+		strings.Join(reasons, "; "), envVar, envVar)
 }
 
 // noRedisError is the error returned when no way to reach a Redis server

@@ -1,0 +1,179 @@
+package pgkittest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/pgkit-dev/pgkit"
+)
+
+// EnvDatabaseURL names the environment variable New reads first: the URL of
+// a PostgreSQL server and a role that may create databases, for example
+// postgres://postgres@127.0.0.1:5432/postgres. Without it New starts a
+// throwaway server of its own: from the local PostgreSQL binaries (initdb
+// and pg_ctl on PATH or under pg_config --bindir; fsync off, in a temp dir),
+// else in Docker (the docker command and postgres:15-alpine), once per test
+// binary, stopped and removed when the binary ends.
+const EnvDatabaseURL = "PGKITTEST_DATABASE_URL"
+
+// DefaultReady is how many migrated databases New keeps cloned ahead of
+// demand per template, so that a test takes one instead of waiting for
+// CREATE DATABASE.
+const DefaultReady = 4
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	migrations     fs.FS
+	migrate        func(context.Context, *pgkit.DB) error
+	migrateVersion string
+	config         pgkit.Config
+	serverURL      string
+	ready          int
+}
+
+// WithMigrations applies the .sql files at the root of fsys, in name order,
+// each as one script (simple protocol, so a file may hold many statements),
+// to the template every test database is cloned from. Use fs.Sub for a
+// subdirectory, or an embed.FS:
+//
+//	//go:embed migrations/*.sql
+//	var migrations embed.FS
+//	sub, _ := fs.Sub(migrations, "migrations")
+//	db := pgkittest.New(t, pgkittest.WithMigrations(sub))
+func WithMigrations(fsys fs.FS) Option { return func(o *options) { o.migrations = fsys } }
+
+// WithMigrateFunc runs fn on the template after the WithMigrations files:
+// the hook for goose, golang-migrate, atlas, tern or any other runner.
+// version names what fn applies (a migration version, a hash of your
+// migrations directory): the template is keyed by it, so change it when fn
+// would do something else.
+func WithMigrateFunc(version string, fn func(ctx context.Context, db *pgkit.DB) error) Option {
+	return func(o *options) { o.migrate, o.migrateVersion = fn, version }
+}
+
+// WithConfig sets the pgkit.Config the test's DB is opened with; its URL is
+// replaced by the test database's. Default: pgkit's defaults, with
+// MaxConns 4 and LeakThreshold 1m (so that a leaked connection is named
+// with the stack that acquired it).
+func WithConfig(cfg pgkit.Config) Option { return func(o *options) { o.config = cfg } }
+
+// WithServerURL sets the server New creates databases on, in place of
+// EnvDatabaseURL and a throwaway server.
+func WithServerURL(u string) Option { return func(o *options) { o.serverURL = u } }
+
+// WithReady sets how many databases are cloned ahead of demand (default
+// DefaultReady; 0 clones each on demand).
+func WithReady(n int) Option { return func(o *options) { o.ready = max(n, 0) } }
+
+// New returns a pgkit DB on a database of the test's own, cloned from a
+// template that holds the migrations (built once per server and set of
+// migrations, and reused across test binaries and runs), dropped at the
+// end of the test. Tests using it can call t.Parallel.
+//
+// At the end of the test New's cleanup fails the test when a connection is
+// still checked out (an Acquire never released, Rows never closed, a
+// transaction never ended), naming the stack that acquired it; it runs
+// after the test's own cleanups. When the test failed, the database is
+// kept and its URL logged (password masked), so that you can look at it.
+//
+// When no server can be had New fails the test and says what to install; it
+// never skips.
+func New(t testing.TB, opts ...Option) *pgkit.DB {
+	t.Helper()
+	o := options{ready: DefaultReady}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	admin := o.serverURL
+	if admin == "" {
+		var err error
+		if admin, err = sharedServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tpl, err := templateFor(ctx, admin, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := tpl.take(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, err := withDatabase(admin, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := o.config
+	cfg.URL = dbURL
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 4
+	}
+	if cfg.LeakThreshold == 0 {
+		cfg.LeakThreshold = time.Minute
+	}
+	db, err := pgkit.Open(ctx, cfg)
+	if err != nil {
+		_ = tpl.drop(context.Background(), name)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Whatever is still checked out now was leaked by the test: the
+		// test's own cleanups have run.
+		sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		var held *pgkit.ShutdownError
+		if err := db.Shutdown(sctx); errors.As(err, &held) {
+			t.Errorf("pgkittest: the test left %d connection(s) checked out (an Acquire not released, Rows not closed, a transaction not ended): %v", len(held.Held), err)
+		} else if err != nil {
+			t.Errorf("pgkittest: closing the test's DB: %v", err)
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if t.Failed() {
+			kept, err := tpl.keep(dctx, name)
+			if err != nil {
+				t.Logf("pgkittest: the test failed; its database could not be kept (%v)", err)
+				return
+			}
+			keptURL, _ := withDatabase(admin, kept)
+			t.Logf("pgkittest: the test failed; its database is kept, drop it when done: %s", masked(keptURL))
+			return
+		}
+		if err := tpl.drop(dctx, name); err != nil {
+			t.Errorf("pgkittest: %v", err)
+		}
+	})
+	return db
+}
+
+// withDatabase returns server URL u with its database set to name.
+func withDatabase(u, name string) (string, error) {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
+		return "", fmt.Errorf("pgkittest: the server URL must be a postgres:// URL (%s)", EnvDatabaseURL)
+	}
+	pu.Path = "/" + name
+	return pu.String(), nil
+}
+
+// masked is u with its password, if any, replaced.
+func masked(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if _, ok := pu.User.Password(); ok {
+		pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
+	}
+	return pu.String()
+}
