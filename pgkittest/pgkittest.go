@@ -23,8 +23,8 @@ const EnvDatabaseURL = "PGKITTEST_DATABASE_URL"
 
 // DefaultReady is how many migrated databases New keeps cloned ahead of
 // demand per template, so that a test takes one instead of waiting for
-// CREATE DATABASE.
-const DefaultReady = 4
+// CREATE DATABASE: enough for a wave of 8 parallel tests.
+const DefaultReady = 8
 
 // Option configures New.
 type Option func(*options)
@@ -93,37 +93,8 @@ func New(t testing.TB, opts ...Option) *pgkit.DB {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	admin := o.serverURL
-	if admin == "" {
-		var err error
-		if admin, err = sharedServer(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tpl, err := templateFor(ctx, admin, &o)
+	db, tpl, name, err := open(ctx, &o)
 	if err != nil {
-		t.Fatal(err)
-	}
-	name, err := tpl.take(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dbURL, err := withDatabase(admin, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	cfg := o.config
-	cfg.URL = dbURL
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = 4
-	}
-	if cfg.LeakThreshold == 0 {
-		cfg.LeakThreshold = time.Minute
-	}
-	db, err := pgkit.Open(ctx, cfg)
-	if err != nil {
-		_ = tpl.drop(context.Background(), name)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -145,15 +116,47 @@ func New(t testing.TB, opts ...Option) *pgkit.DB {
 				t.Logf("pgkittest: the test failed; its database could not be kept (%v)", err)
 				return
 			}
-			keptURL, _ := withDatabase(admin, kept)
+			keptURL, _ := withDatabase(tpl.admin.url, kept)
 			t.Logf("pgkittest: the test failed; its database is kept, drop it when done: %s", masked(keptURL))
 			return
 		}
-		if err := tpl.drop(dctx, name); err != nil {
-			t.Errorf("pgkittest: %v", err)
-		}
+		tpl.release(name) // dropped in the background
 	})
 	return db
+}
+
+// open finds the server, the template for o's migrations, and a database
+// cloned from it, and opens a pgkit DB on that database.
+func open(ctx context.Context, o *options) (db *pgkit.DB, tpl *template, name string, err error) {
+	admin := o.serverURL
+	if admin == "" {
+		if admin, err = sharedServer(ctx); err != nil {
+			return nil, nil, "", err
+		}
+	}
+	if tpl, err = templateFor(ctx, admin, o); err != nil {
+		return nil, nil, "", err
+	}
+	if name, err = tpl.take(ctx); err != nil {
+		return nil, nil, "", err
+	}
+	dbURL, err := withDatabase(admin, name)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cfg := o.config
+	cfg.URL = dbURL
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 4
+	}
+	if cfg.LeakThreshold == 0 {
+		cfg.LeakThreshold = time.Minute
+	}
+	if db, err = pgkit.Open(ctx, cfg); err != nil {
+		_ = tpl.drop(context.WithoutCancel(ctx), name)
+		return nil, nil, "", err
+	}
+	return db, tpl, name, nil
 }
 
 // withDatabase returns server URL u with its database set to name.

@@ -40,8 +40,14 @@ type template struct {
 	ready    chan string
 
 	mu      sync.Mutex
-	filling bool
+	workers int      // running fill goroutines, at most maxWorkers
+	cloning int      // clones under way: a slot in ready each
+	drops   []string // test databases to drop
 }
+
+// maxWorkers is how many clones and drops run at once: one per admin
+// connection.
+const maxWorkers = 2
 
 var templates struct {
 	mu sync.Mutex
@@ -73,6 +79,7 @@ func templateFor(ctx context.Context, adminURL string, o *options) (*template, e
 		templates.m = map[string]*template{}
 	}
 	templates.m[key] = t
+	t.refill() // the first test of the binary waits for its clone; the next ones need not
 	return t, nil
 }
 
@@ -128,39 +135,61 @@ func (t *template) take(ctx context.Context) (string, error) {
 	return t.clone(ctx)
 }
 
-// refill starts the filler unless it runs: it clones until the ready pool
-// is full, then ends (no goroutine outlives the demand by more than a
-// clone). Clones left ready when the binary ends are dropped by the next
-// binary's sweep.
+// refill starts a worker unless maxWorkers run: workers clone until the
+// ready pool is full and drop the databases tests are done with, then end
+// (no goroutine outlives the demand by more than a clone or a drop).
+// Clones left ready, and drops left undone, when the binary ends are
+// dropped by the next binary's sweep.
 func (t *template) refill() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.filling {
-		return
+	if t.workers < maxWorkers && (len(t.ready)+t.cloning < cap(t.ready) || len(t.drops) > 0) {
+		t.workers++
+		go t.work()
 	}
-	t.filling = true
-	go t.fill()
 }
 
-func (t *template) fill() {
+// release hands a test's database, closed, to the workers to drop.
+func (t *template) release(name string) {
+	t.mu.Lock()
+	t.drops = append(t.drops, name)
+	t.mu.Unlock()
+	t.refill()
+}
+
+func (t *template) work() {
 	for {
-		for len(t.ready) < cap(t.ready) {
+		t.mu.Lock()
+		switch {
+		case len(t.ready)+t.cloning < cap(t.ready):
+			t.cloning++
+			t.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			name, err := t.clone(ctx)
 			cancel()
-			if err != nil {
-				break // the next take clones by itself and reports the error
+			if err == nil {
+				t.ready <- name // a slot was reserved: this does not block
 			}
-			t.ready <- name // only fill sends, and there was room
-		}
-		t.mu.Lock()
-		if len(t.ready) < cap(t.ready) && t.admin.ok() {
+			t.mu.Lock()
+			t.cloning--
+			if err != nil { // the next take clones by itself and reports it
+				t.workers--
+				t.mu.Unlock()
+				return
+			}
 			t.mu.Unlock()
-			continue
+		case len(t.drops) > 0:
+			name := t.drops[0]
+			t.drops = t.drops[1:]
+			t.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			_ = t.drop(ctx, name) // one that fails is swept by a later binary
+			cancel()
+		default:
+			t.workers--
+			t.mu.Unlock()
+			return
 		}
-		t.filling = false
-		t.mu.Unlock()
-		return
 	}
 }
 
@@ -202,10 +231,13 @@ func (t *template) keep(ctx context.Context, name string) (string, error) {
 // dead binary left. A connection, not a pool: no goroutine of pgkittest's
 // outlives the tests.
 type adminConn struct {
+	url   string // the server's
 	owner int32
 
-	mu   sync.Mutex
-	conn *pgx.Conn
+	mu    sync.Mutex
+	conn  *pgx.Conn // holds the lock; runs the sweep
+	mu2   sync.Mutex
+	conn2 *pgx.Conn // a second one, so that a clone and a drop run at once
 }
 
 var admins struct {
@@ -225,7 +257,7 @@ func adminFor(ctx context.Context, adminURL string) (*adminConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgkittest: connect to the server (%s): %w", masked(adminURL), err)
 	}
-	a := &adminConn{conn: conn}
+	a := &adminConn{url: adminURL, conn: conn}
 	for {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
@@ -242,6 +274,10 @@ func adminFor(ctx context.Context, adminURL string) (*adminConn, error) {
 	if err := a.sweep(ctx); err != nil {
 		_ = conn.Close(ctx)
 		return nil, err
+	}
+	if a.conn2, err = pgx.Connect(ctx, adminURL); err != nil {
+		_ = conn.Close(ctx)
+		return nil, fmt.Errorf("pgkittest: connect to the server (%s): %w", masked(adminURL), err)
 	}
 	if admins.m == nil {
 		admins.m = map[string]*adminConn{}
@@ -286,18 +322,17 @@ func (a *adminConn) sweep(ctx context.Context) error {
 	return nil
 }
 
+// exec runs sql on whichever connection is free, else waits for the first.
 func (a *adminConn) exec(ctx context.Context, sql string) error {
+	if a.mu2.TryLock() {
+		defer a.mu2.Unlock()
+		_, err := a.conn2.Exec(ctx, sql)
+		return err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, err := a.conn.Exec(ctx, sql)
 	return err
-}
-
-// ok reports whether the connection is still open.
-func (a *adminConn) ok() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return !a.conn.IsClosed()
 }
 
 // buildTemplate makes the template unless a binary already did: under an
