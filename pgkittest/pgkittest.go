@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -157,6 +158,21 @@ func open(ctx context.Context, o *options) (db *pgkit.DB, tpl *template, name st
 		return nil, nil, "", err
 	}
 	return db, tpl, name, nil
+}
+
+// Main runs the package's tests, then Drain, and exits; use it from
+// TestMain:
+//
+//	func TestMain(m *testing.M) { pgkittest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	if err := Drain(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // withDatabase returns server URL u with its database set to name.

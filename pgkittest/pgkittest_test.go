@@ -12,7 +12,21 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// TestMain drains pgkittest after the tests, as pgkittest.Main does, then
+// checks for leaked goroutines: the background clones and drops must be
+// done by then.
+func TestMain(m *testing.M) { pgtest.Main(drained{m}) }
+
+type drained struct{ m *testing.M }
+
+func (d drained) Run() int {
+	code := d.m.Run()
+	if err := pgkittest.Drain(); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	return code
+}
 
 // migrations is a small schema with rows, as a service's migrations
 // directory would hold it.

@@ -40,13 +40,15 @@ type template struct {
 	ready    chan string
 
 	mu      sync.Mutex
-	workers int      // running fill goroutines, at most maxWorkers
+	workers int      // running work goroutines, at most maxWorkers
+	done    sync.WaitGroup
+	drained bool // Drain ran: no more workers
 	cloning int      // clones under way: a slot in ready each
 	drops   []string // test databases to drop
 }
 
 // maxWorkers is how many clones and drops run at once: one per admin
-// connection.
+// connection (clones on one, drops on the other).
 const maxWorkers = 2
 
 var templates struct {
@@ -143,9 +145,9 @@ func (t *template) take(ctx context.Context) (string, error) {
 func (t *template) refill() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.workers < maxWorkers && (len(t.ready)+t.cloning < cap(t.ready) || len(t.drops) > 0) {
+	if !t.drained && t.workers < maxWorkers && (len(t.ready)+t.cloning < cap(t.ready) || len(t.drops) > 0) {
 		t.workers++
-		go t.work()
+		t.done.Go(t.work)
 	}
 }
 
@@ -161,7 +163,7 @@ func (t *template) work() {
 	for {
 		t.mu.Lock()
 		switch {
-		case len(t.ready)+t.cloning < cap(t.ready):
+		case !t.drained && len(t.ready)+t.cloning < cap(t.ready):
 			t.cloning++
 			t.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -193,6 +195,60 @@ func (t *template) work() {
 	}
 }
 
+// drain stops the workers once they finish what they do, and drops the
+// clones left ready and the databases left to drop.
+func (t *template) drain(ctx context.Context) error {
+	t.mu.Lock()
+	t.drained = true
+	t.mu.Unlock()
+	t.done.Wait()
+	t.mu.Lock()
+	for len(t.ready) > 0 {
+		t.drops = append(t.drops, <-t.ready)
+	}
+	drops := t.drops
+	t.drops = nil
+	t.mu.Unlock()
+	var errs []error
+	for _, name := range drops {
+		if err := t.drop(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Drain drops the databases pgkittest cloned ahead of demand and those it
+// was still to drop in the background, and closes its connections to the
+// servers, so that nothing of the binary's is left on them and no
+// goroutine of pgkittest's runs. Main calls it after the tests; call it
+// from a TestMain of your own after m.Run (before goleak, if you use it).
+// Without it, what is left is dropped by the next test binary that uses
+// the same server. New may be called again afterwards.
+func Drain() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	templates.mu.Lock()
+	ts := templates.m
+	templates.m = nil
+	templates.mu.Unlock()
+	var errs []error
+	for _, t := range ts {
+		errs = append(errs, t.drain(ctx))
+	}
+	admins.mu.Lock()
+	as := admins.m
+	admins.m = nil
+	admins.mu.Unlock()
+	for _, a := range as {
+		errs = append(errs, a.conn.Close(ctx), a.conn2.Close(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("pgkittest: drain: %w", err)
+	}
+	return nil
+}
+
 // clone creates a database from the template.
 func (t *template) clone(ctx context.Context) (string, error) {
 	name := fmt.Sprintf("pgkittest_%08x_%s", uint32(t.admin.owner), randomHex(4))
@@ -208,7 +264,7 @@ func (t *template) clone(ctx context.Context) (string, error) {
 
 // drop drops a test's database, ending any session left on it.
 func (t *template) drop(ctx context.Context, name string) error {
-	if err := t.admin.exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
+	if err := t.admin.execDrop(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %s: %w", name, err)
 	}
 	return nil
@@ -237,7 +293,7 @@ type adminConn struct {
 	mu    sync.Mutex
 	conn  *pgx.Conn // holds the lock; runs the sweep
 	mu2   sync.Mutex
-	conn2 *pgx.Conn // a second one, so that a clone and a drop run at once
+	conn2 *pgx.Conn // a second one for drops, so that a clone never waits behind one
 }
 
 var admins struct {
@@ -322,16 +378,21 @@ func (a *adminConn) sweep(ctx context.Context) error {
 	return nil
 }
 
-// exec runs sql on whichever connection is free, else waits for the first.
+// exec runs sql on the first connection: clones and renames.
 func (a *adminConn) exec(ctx context.Context, sql string) error {
-	if a.mu2.TryLock() {
-		defer a.mu2.Unlock()
-		_, err := a.conn2.Exec(ctx, sql)
-		return err
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, err := a.conn.Exec(ctx, sql)
+	return err
+}
+
+// execDrop runs a DROP DATABASE on the second connection: a drop can take
+// seconds on a server with fsync on (it waits for a checkpoint), and a
+// clone must not wait behind it.
+func (a *adminConn) execDrop(ctx context.Context, sql string) error {
+	a.mu2.Lock()
+	defer a.mu2.Unlock()
+	_, err := a.conn2.Exec(ctx, sql)
 	return err
 }
 
@@ -399,6 +460,12 @@ func migrate(ctx context.Context, adminURL, name string, files []migration, o *o
 		if err := o.migrate(ctx, db); err != nil {
 			return fmt.Errorf("pgkittest: WithMigrateFunc %q: %w", o.migrateVersion, err)
 		}
+	}
+	// Leave autovacuum nothing to do: its worker would connect to the
+	// template to analyze the migrations' rows, and a clone waits while
+	// anyone is connected (up to 5 s, then fails).
+	if _, err := db.Exec(ctx, "VACUUM (ANALYZE)"); err != nil {
+		return fmt.Errorf("pgkittest: vacuum the template: %w", err)
 	}
 	return nil
 }

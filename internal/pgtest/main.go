@@ -39,7 +39,7 @@ var shared struct {
 // AdminURL and RedisURL); then, if the tests passed, it looks for leaked
 // goroutines with goleak.Find(leakOpts...) and fails the run, printing
 // them, if there are any.
-func Main(m *testing.M, leakOpts ...goleak.Option) {
+func Main(m interface{ Run() int }, leakOpts ...goleak.Option) {
 	code := m.Run()
 	if err := closeShared(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
