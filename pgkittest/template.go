@@ -40,9 +40,9 @@ type template struct {
 	ready    chan string
 
 	mu      sync.Mutex
-	workers int      // running work goroutines, at most maxWorkers
+	workers int // running work goroutines, at most maxWorkers
 	done    sync.WaitGroup
-	drained bool // Drain ran: no more workers
+	drained bool     // Drain ran: no more workers
 	cloning int      // clones under way: a slot in ready each
 	drops   []string // test databases to drop
 }
