@@ -35,6 +35,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
+func TestMain(m *testing.M) { pgkittest.Main(m) }
+
 func newDB(t *testing.T) *pgkit.DB {
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -129,6 +131,22 @@ func TestConsumerModule(t *testing.T) {
 
 	out, err := goCmd("test", "-count=1", "-run", "^TestParallel$", ".")
 	require.NoError(t, err, out)
+
+	// README's "Testing your service" test, as it is, in a package of its
+	// own with a users table.
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	require.NoError(t, err)
+	block := string(readme)
+	i := strings.Index(block, "## Testing your service")
+	require.GreaterOrEqual(t, i, 0)
+	block = block[i:]
+	block = block[strings.Index(block, "```go\n")+len("```go\n"):]
+	block = block[:strings.Index(block, "```")]
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "readme", "migrations"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "readme", "migrations", "001_users.sql"), []byte(consumerMigration), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "readme", "svc_test.go"), []byte(block), 0o644))
+	out, err = goCmd("test", "-count=1", "./readme/")
+	require.NoError(t, err, "README's test: %s", out)
 
 	out, err = goCmd("test", "-count=1", "-run", "^TestLeak$", ".")
 	require.Error(t, err, "a test that leaks a connection fails")

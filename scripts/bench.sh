@@ -38,12 +38,13 @@ families=(
 	cache '^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
 	cache '^BenchmarkCacheMemoryHitParallel$'                                     100000x
 	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache$'                            5000x
+	pgkittest '^BenchmarkNewDatabase$/./^parallel=8$/^body=200ms$'               24x
 	pgkit '^BenchmarkPoolSize$'                                                   3x
 	pgkit '^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x
 	pgkit '^BenchmarkPgBouncer$/^exec-mode-bulk$'                                 10x
 )
 # The directory each test binary is built from (and runs in).
-declare -A packages=([pgkit]=. [cache]=./cache [peerbench]=./internal/peerbench)
+declare -A packages=([pgkit]=. [cache]=./cache [peerbench]=./internal/peerbench [pgkittest]=./pgkittest)
 
 pgversion() {
 	if [ -n "${PGKIT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
