@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"os"
+
 	"github.com/pgkit-dev/pgkit"
-	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
 // Message is a row of messages as an ORM model has it.
@@ -28,26 +29,27 @@ type UsageUpdate struct {
 
 // An ORM's batch_create_messages (add_all, commit, refresh of every row:
 // one round trip per row) and batch_update_usage, as two statements.
+// DATABASE_URL names a database with the chat schema of
+// testdata/schema.sql.
 func ExampleInsertReturning() {
-	url, drop := pgtest.ForExample()
-	defer drop()
 	ctx := context.Background()
-	db, err := pgkit.Open(ctx, pgkit.Config{URL: url, MaxConns: 2})
+	db, err := pgkit.Open(ctx, pgkit.Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 2})
 	if err != nil {
 		panic(err)
 	}
 	defer db.Close()
+	tenant := fmt.Sprint("acme-", time.Now().UnixNano()) // a tenant of this run's own
 	var convID, userID int64
-	if err := db.QueryRow(ctx, `WITH t AS (INSERT INTO tenants (id, name) VALUES ('acme', 'Acme') RETURNING id),
+	if err := db.QueryRow(ctx, `WITH t AS (INSERT INTO tenants (id, name) VALUES ($1, 'Acme') RETURNING id),
 		u AS (INSERT INTO users (tenant_id, email) SELECT id, 'ann@acme' FROM t RETURNING id, tenant_id)
-		INSERT INTO conversations (tenant_id, user_id) SELECT tenant_id, id FROM u RETURNING id, user_id`).Scan(&convID, &userID); err != nil {
+		INSERT INTO conversations (tenant_id, user_id) SELECT tenant_id, id FROM u RETURNING id, user_id`, tenant).Scan(&convID, &userID); err != nil {
 		panic(err)
 	}
 
 	// batch_create_messages: ids and timestamps come back into the structs.
 	msgs := make([]Message, 10_000)
 	for i := range msgs {
-		msgs[i] = Message{TenantID: "acme", ConversationID: convID, Role: "user", Content: fmt.Sprint("message ", i)}
+		msgs[i] = Message{TenantID: tenant, ConversationID: convID, Role: "user", Content: fmt.Sprint("message ", i)}
 	}
 	if err := pgkit.InsertReturning(ctx, db, "messages", msgs); err != nil {
 		panic(err)
@@ -56,7 +58,7 @@ func ExampleInsertReturning() {
 
 	// batch_update_usage: one UPDATE ... FROM unnest for all records.
 	var ids []int64
-	rows, _ := db.Query(ctx, `INSERT INTO usage_records (tenant_id, user_id) SELECT 'acme', $1 FROM generate_series(1, 3) RETURNING id`, userID)
+	rows, _ := db.Query(ctx, `INSERT INTO usage_records (tenant_id, user_id) SELECT $1, $2 FROM generate_series(1, 3) RETURNING id`, tenant, userID)
 	for rows.Next() {
 		var id int64
 		_ = rows.Scan(&id)
@@ -69,7 +71,7 @@ func ExampleInsertReturning() {
 	}
 	var tokens int
 	var cost float64
-	_ = db.QueryRow(ctx, `SELECT SUM(tokens_used), SUM(cost_cents)::float8 FROM usage_records`).Scan(&tokens, &cost)
+	_ = db.QueryRow(ctx, `SELECT SUM(tokens_used), SUM(cost_cents)::float8 FROM usage_records WHERE tenant_id = $1`, tenant).Scan(&tokens, &cost)
 	fmt.Println("updated:", n, "tokens:", tokens, "cost:", cost)
 	// Output:
 	// ids in order: true timestamps set: true

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"os"
+	"time"
+
 	"github.com/pgkit-dev/pgkit"
-	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
 // createConversation is a complex conversation operation: a
@@ -29,31 +31,34 @@ func createConversation(ctx context.Context, db *pgkit.DB, tenant string, userID
 	return convID, err
 }
 
+// ExampleInTx runs a conversation operation all or nothing. DATABASE_URL
+// names a database with the chat schema of testdata/schema.sql.
 func ExampleInTx() {
-	url, drop := pgtest.ForExample()
-	defer drop()
 	ctx := context.Background()
-	db, err := pgkit.Open(ctx, pgkit.Config{URL: url, MaxConns: 2})
+	db, err := pgkit.Open(ctx, pgkit.Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 2})
 	if err != nil {
 		panic(err)
 	}
 	defer db.Close()
 
+	tenant := fmt.Sprint("acme-", time.Now().UnixNano()) // a tenant of this run's own
 	var userID int64
-	_, _ = db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme')`)
-	_ = db.QueryRow(ctx, `INSERT INTO users (tenant_id, email) VALUES ('acme', 'ann@acme.test') RETURNING id`).Scan(&userID)
+	if err := db.QueryRow(ctx, `WITH t AS (INSERT INTO tenants (id, name) VALUES ($1, 'Acme') RETURNING id)
+		INSERT INTO users (tenant_id, email) SELECT id, 'ann@acme.test' FROM t RETURNING id`, tenant).Scan(&userID); err != nil {
+		panic(err)
+	}
 
-	if _, err := createConversation(ctx, db, "acme", userID, "Support"); err != nil {
+	if _, err := createConversation(ctx, db, tenant, userID, "Support"); err != nil {
 		panic(err)
 	}
 	// All or nothing: user 0 does not exist, so the conversation's insert
 	// fails and nothing of the operation is left.
-	_, err = createConversation(ctx, db, "acme", 0, "Broken")
+	_, err = createConversation(ctx, db, tenant, 0, "Broken")
 	fmt.Println("second operation failed:", err != nil)
 
 	var conversations, messages, usage int
-	_ = db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages),
-		(SELECT COUNT(*) FROM usage_records)`).Scan(&conversations, &messages, &usage)
+	_ = db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM conversations WHERE tenant_id = $1), (SELECT COUNT(*) FROM messages WHERE tenant_id = $1),
+		(SELECT COUNT(*) FROM usage_records WHERE tenant_id = $1)`, tenant).Scan(&conversations, &messages, &usage)
 	fmt.Println("conversations:", conversations, "messages:", messages, "usage records:", usage)
 	// Output:
 	// second operation failed: true

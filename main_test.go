@@ -9,7 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// TestMain gives the Examples a database in DATABASE_URL.
+func TestMain(m *testing.M) { pgtest.Main(pgtest.WithExampleDatabase(m)) }
 
 // closedPort returns a localhost port on which nothing listens.
 func closedPort(t *testing.T) string {

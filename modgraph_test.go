@@ -3,6 +3,8 @@ package pgkit_test
 import (
 	"bytes"
 	"context"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,5 +78,25 @@ func TestModGraphOfAConsumer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExamplesUseOnlyThePublicAPI: every godoc Example can be copied into a
+// service as it is: its file imports no internal package.
+func TestExamplesUseOnlyThePublicAPI(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("example*_test.go")
+	require.NoError(t, err)
+	more, err := filepath.Glob(filepath.Join("cache", "example*_test.go"))
+	require.NoError(t, err)
+	files = append(files, more...)
+	require.GreaterOrEqual(t, len(files), 4, "the Example files were found")
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		require.NoError(t, err)
+		for _, imp := range f.Imports {
+			require.NotContains(t, imp.Path.Value, "/internal/", "%s imports %s", name, imp.Path.Value)
+		}
 	}
 }

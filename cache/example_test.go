@@ -3,63 +3,73 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/cache"
-	"github.com/pgkit-dev/pgkit/internal/pgtest"
 )
 
-// ExampleNew is a cached per-tenant dashboard: per-tenant
-// statistics cached for 5 minutes, loaded once however many requests miss
-// together, and invalidated by the transaction that changes them.
+// TeamSummary is what a per-tenant dashboard shows.
+type TeamSummary struct {
+	Users int64 `json:"users"`
+}
+
+// ExampleNew caches per-tenant statistics for 5 minutes, loads them once
+// however many requests miss together, and lets the transaction that
+// changes them invalidate them. DATABASE_URL names a database with the chat
+// schema of testdata/schema.sql.
 func ExampleNew() {
-	url, drop := pgtest.ForExample()
-	defer drop()
 	ctx := context.Background()
-	db, err := pgkit.Open(ctx, pgkit.Config{URL: url, MaxConns: 2})
+	db, err := pgkit.Open(ctx, pgkit.Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 2})
 	if err != nil {
 		panic(err)
 	}
 	defer db.Close()
-	_, _ = db.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme')`)
-	_, _ = db.Exec(ctx, `INSERT INTO users (tenant_id, email) VALUES ('acme', 'ann@acme.test'), ('acme', 'bob@acme.test')`)
+	tenant := fmt.Sprint("acme-", time.Now().UnixNano()) // a tenant of this run's own
+	if _, err := db.Exec(ctx, `WITH t AS (INSERT INTO tenants (id, name) VALUES ($1, 'Acme') RETURNING id)
+		INSERT INTO users (tenant_id, email) SELECT id, e FROM t, unnest(ARRAY['ann@acme.test', 'bob@acme.test']) e`, tenant); err != nil {
+		panic(err)
+	}
 
 	store, err := cache.NewMemoryStore(cache.MemoryStoreConfig{}) // or redisstore.New(client, "myapp:")
 	if err != nil {
 		panic(err)
 	}
 	defer store.Close()
-	c, err := cache.New[dashboardStats](store, cache.Config{Name: "dashboard_stats"})
+	summaries, err := cache.New[TeamSummary](store, cache.Config{Name: "team_summary", TTL: 5 * time.Minute})
 	if err != nil {
 		panic(err)
 	}
-	defer c.Close()
+	defer summaries.Close()
 
-	stats := func(tenant string) dashboardStats {
-		s, err := c.Tenant(tenant).GetOrLoad(ctx, "dashboard_stats", func(ctx context.Context) (dashboardStats, error) {
+	summary := func(tenant string) TeamSummary {
+		s, err := summaries.Tenant(tenant).GetOrLoad(ctx, "summary", func(ctx context.Context) (TeamSummary, error) {
 			fmt.Println("  (loading from PostgreSQL)")
-			return queryDashboard(ctx, db, tenant)
+			var s TeamSummary
+			err := db.QueryRow(ctx, `SELECT count(*) FROM users WHERE tenant_id = $1`, tenant).Scan(&s.Users)
+			return s, err
 		})
 		if err != nil {
 			panic(err)
 		}
 		return s
 	}
-	fmt.Println("users:", stats("acme").Users)
-	fmt.Println("users:", stats("acme").Users)
+	fmt.Println("users:", summary(tenant).Users)
+	fmt.Println("users:", summary(tenant).Users)
 
 	err = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO users (tenant_id, email) VALUES ('acme', 'cy@acme.test')`); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO users (tenant_id, email) VALUES ($1, 'cy@acme.test')`, tenant); err != nil {
 			return err
 		}
-		c.Tenant("acme").InvalidateOnCommit(tx, "dashboard_stats")
+		summaries.Tenant(tenant).InvalidateOnCommit(tx, "summary")
 		return nil
 	})
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("users:", stats("acme").Users)
-	fmt.Printf("hit ratio: %.2f\n", c.Stats().HitRatio)
+	fmt.Println("users:", summary(tenant).Users)
+	fmt.Printf("hit ratio: %.2f\n", summaries.Stats().HitRatio)
 	// Output:
 	//   (loading from PostgreSQL)
 	// users: 2

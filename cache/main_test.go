@@ -12,7 +12,8 @@ import (
 // tests use: the shared servers of internal/pgtest, with goleak after the
 // run.
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// TestMain gives the Examples a database in DATABASE_URL.
+func TestMain(m *testing.M) { pgtest.Main(pgtest.WithExampleDatabase(m)) }
 
 // openTest is testkit.OpenDB.
 func openTest(t *testing.T, cfg pgkit.Config) *pgkit.DB { return testkit.OpenDB(t, cfg) }

@@ -96,6 +96,28 @@ func sharedAdminURL() (string, error) {
 	return shared.pgURL, shared.pgErr
 }
 
+// WithExampleDatabase wraps a test run so that DATABASE_URL names a
+// database with testdata/schema.sql while it runs (unless the environment
+// already sets DATABASE_URL): the package's Examples open it as a user's
+// program would, with nothing but the public API.
+//
+//	func TestMain(m *testing.M) { pgtest.Main(pgtest.WithExampleDatabase(m)) }
+func WithExampleDatabase(m interface{ Run() int }) interface{ Run() int } {
+	return exampleRun{m}
+}
+
+type exampleRun struct{ m interface{ Run() int } }
+
+func (r exampleRun) Run() int {
+	if os.Getenv("DATABASE_URL") != "" {
+		return r.m.Run()
+	}
+	url, drop := ForExample()
+	os.Setenv("DATABASE_URL", url)
+	defer drop()
+	return r.m.Run()
+}
+
 // ForExample is NewDatabase for Example functions, which have no testing.TB:
 // a new database on the shared server and the function that drops it. It
 // panics when no server can be had, which fails the example.
