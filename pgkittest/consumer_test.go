@@ -3,7 +3,9 @@ package pgkittest_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,4 +211,79 @@ func dropKept(t *testing.T, out string) {
 	require.Equal(t, 1, n, "the failed test's database %s is kept", name)
 	_, err = conn.Exec(context.Background(), `DROP DATABASE "`+name+`" WITH (FORCE)`)
 	require.NoError(t, err)
+}
+
+// sharedTest is one package's test in a module whose packages share the
+// go test run's throwaway server: it writes where that server keeps its
+// data to $OUT_DIR/<package>.
+const sharedTest = `package PKG
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/fstest"
+
+	"github.com/pgkit-dev/pgkit/pgkittest"
+)
+
+func TestMain(m *testing.M) { pgkittest.Main(m) }
+
+func TestWhere(t *testing.T) {
+	db := pgkittest.New(t, pgkittest.WithMigrations(fstest.MapFS{"001.sql": {Data: []byte("CREATE TABLE t (n int)")}}))
+	var dir string
+	if err := db.QueryRow(context.Background(), "SELECT current_setting('data_directory')").Scan(&dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(os.Getenv("OUT_DIR"), "PKG"), []byte(dir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+`
+
+// TestSharedServerAcrossPackages: without PGKITTEST_DATABASE_URL, the
+// packages of one go test ./... run share one throwaway server from the
+// local binaries, and it is gone once the run has ended.
+func TestSharedServerAcrossPackages(t *testing.T) {
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err)
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	dir, out := t.TempDir(), t.TempDir()
+	for _, pkg := range []string{"a", "b"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, pkg), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, pkg, pkg+"_test.go"), []byte(strings.ReplaceAll(sharedTest, "PKG", pkg)), 0o644))
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PGKITTEST_DATABASE_URL=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GOFLAGS=-mod=mod", "GOWORK=off", "GOTOOLCHAIN=local", "OUT_DIR="+out)
+	goCmd := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, goBin, args...)
+		cmd.Dir, cmd.Env = dir, env
+		b, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go %v: %s", args, b)
+		return string(b)
+	}
+	goCmd("mod", "init", "example.com/shared")
+	goCmd("mod", "edit", "-replace", "github.com/pgkit-dev/pgkit="+root)
+	goCmd("mod", "tidy")
+	goCmd("test", "-count=1", "-p=2", "./...")
+
+	a, err := os.ReadFile(filepath.Join(out, "a"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(out, "b"))
+	require.NoError(t, err)
+	require.Equal(t, string(a), string(b), "both packages used one server")
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(string(a))
+		return errors.Is(err, fs.ErrNotExist)
+	}, 30*time.Second, 200*time.Millisecond, "the server's data %s is removed once go test has ended", a)
 }

@@ -20,7 +20,8 @@
 // ahead of demand, so a test rarely waits for CREATE DATABASE.
 //
 // The server is EnvDatabaseURL's when set; else a throwaway one from the
-// local PostgreSQL binaries, else in Docker, started once per test binary.
+// local PostgreSQL binaries, shared by the packages of one go test run and
+// removed when it ends; else one in Docker.
 //
 // The checks use pgkit's own instrumentation: at the end of a test, a
 // connection still checked out fails it with the stack that acquired it;

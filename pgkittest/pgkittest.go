@@ -15,11 +15,12 @@ import (
 
 // EnvDatabaseURL names the environment variable New reads first: the URL of
 // a PostgreSQL server and a role that may create databases, for example
-// postgres://postgres@127.0.0.1:5432/postgres. Without it New starts a
-// throwaway server of its own: from the local PostgreSQL binaries (initdb
-// and pg_ctl on PATH or under pg_config --bindir; fsync off, in a temp dir),
-// else in Docker (the docker command and postgres:15-alpine), once per test
-// binary, stopped and removed when the binary ends.
+// postgres://postgres@127.0.0.1:5432/postgres. Without it New uses a
+// throwaway server from the local PostgreSQL binaries (initdb and pg_ctl on
+// PATH or under pg_config --bindir; fsync off, in a temp dir) that the
+// packages of one go test run share (on Unix), stopped and removed when the
+// run ends; else one in Docker (the docker command and postgres:15-alpine)
+// for the test binary, removed when it ends.
 const EnvDatabaseURL = "PGKITTEST_DATABASE_URL"
 
 // DefaultReady is how many migrated databases New keeps cloned ahead of

@@ -51,6 +51,16 @@ type Option func(*options)
 
 type options struct {
 	settings []setting
+	owner    int // WithOwner's process; 0: this one
+}
+
+// WithOwner ties a local cluster's life to process pid instead of this
+// one: its watchdog stops the server and removes its files once pid has
+// ended, and this process's Close is not needed. It is how the test
+// binaries of one go test run share one server: pid is the go command. The
+// Docker path ignores it.
+func WithOwner(pid int) Option {
+	return func(o *options) { o.owner = pid }
 }
 
 type setting struct{ name, value string }

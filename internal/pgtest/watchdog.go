@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"errors"
+	"strconv"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +22,27 @@ type watchdog struct {
 	stdin io.WriteCloser // held open for the life of this process
 }
 
+// ownerWatchdogScript is watchdogScript for a cluster owned by another
+// process (WithOwner): it waits until that process has ended. Running as
+// the server's user, it may not signal a root owner: /proc tells then.
+const ownerWatchdogScript = `while kill -0 "$3" 2>/dev/null || [ -e "/proc/$3" ]; do sleep 1; done; "$0" stop -D "$1" -m immediate -w >/dev/null 2>&1; rm -rf "$2"`
+
 func startWatchdog(lc *localCluster) (*watchdog, error) {
+	if lc.opts.owner != 0 {
+		cmd := exec.Command("/bin/sh", "-c", ownerWatchdogScript, lc.bins.pgCtl, lc.dataDir, lc.dir, strconv.Itoa(lc.opts.owner))
+		cmd.Dir = lc.dir
+		cmd.Env = serverEnv()
+		detach(cmd)
+		if lc.as != nil {
+			setCredential(cmd, lc.as.uid, lc.as.gid)
+		}
+		// Not waited for: it outlives this process, and a goroutine waiting
+		// for it would too.
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("pgtest: watchdog: %w", err)
+		}
+		return nil, nil
+	}
 	cmd := exec.Command("/bin/sh", "-c", watchdogScript, lc.bins.pgCtl, lc.dataDir, lc.dir)
 	cmd.Dir = lc.dir
 	cmd.Env = serverEnv()
