@@ -61,9 +61,10 @@ func WithMigrateFunc(version string, fn func(ctx context.Context, db *pgkit.DB) 
 }
 
 // WithConfig sets the pgkit.Config the test's DB is opened with; its URL is
-// replaced by the test database's. Default: pgkit's defaults, with
-// MaxConns 4 and LeakThreshold 1m (so that a leaked connection is named
-// with the stack that acquired it).
+// replaced by the test database's, and LazyConnect is set (the clone has
+// just reached the server). Default: pgkit's defaults, with MaxConns 4 and
+// LeakThreshold 1m (so that a leaked connection is named with the stack
+// that acquired it).
 func WithConfig(cfg pgkit.Config) Option { return func(o *options) { o.config = cfg } }
 
 // WithServerURL sets the server New creates databases on, in place of
@@ -154,6 +155,10 @@ func open(ctx context.Context, o *options) (db *pgkit.DB, tpl *template, name st
 	if cfg.LeakThreshold == 0 {
 		cfg.LeakThreshold = time.Minute
 	}
+	// The server was reached a moment ago (the clone): Open need not check
+	// it again with a connection of its own; the test's first statement
+	// connects.
+	cfg.LazyConnect = true
 	if db, err = pgkit.Open(ctx, cfg); err != nil {
 		_ = tpl.drop(context.WithoutCancel(ctx), name)
 		return nil, nil, "", err
