@@ -2,11 +2,11 @@ package pgtest
 
 import (
 	"errors"
-	"strconv"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 )
 
 // watchdogScript waits until its standard input closes, which happens when
