@@ -24,8 +24,10 @@ import (
 const EnvDatabaseURL = "PGKITTEST_DATABASE_URL"
 
 // DefaultReady is how many migrated databases New keeps cloned ahead of
-// demand per template, so that a test takes one instead of waiting for
-// CREATE DATABASE: enough for a wave of 8 parallel tests.
+// demand per template, each with a DB open on it and a connection made (used
+// by tests without WithConfig), so that a test takes one instead of waiting
+// for CREATE DATABASE and a connection: enough for a wave of 8 parallel
+// tests.
 const DefaultReady = 8
 
 // Option configures New.
@@ -36,6 +38,7 @@ type options struct {
 	migrate        func(context.Context, *pgkit.DB) error
 	migrateVersion string
 	config         pgkit.Config
+	configSet      bool
 	serverURL      string
 	ready          int
 }
@@ -65,7 +68,9 @@ func WithMigrateFunc(version string, fn func(ctx context.Context, db *pgkit.DB) 
 // just reached the server). Default: pgkit's defaults, with MaxConns 4 and
 // LeakThreshold 1m (so that a leaked connection is named with the stack
 // that acquired it).
-func WithConfig(cfg pgkit.Config) Option { return func(o *options) { o.config = cfg } }
+func WithConfig(cfg pgkit.Config) Option {
+	return func(o *options) { o.config, o.configSet = cfg, true }
+}
 
 // WithServerURL sets the server New creates databases on, in place of
 // EnvDatabaseURL and a throwaway server.
@@ -140,30 +145,36 @@ func open(ctx context.Context, o *options) (db *pgkit.DB, tpl *template, name st
 	if tpl, err = templateFor(ctx, admin, o); err != nil {
 		return nil, nil, "", err
 	}
-	if name, err = tpl.take(ctx); err != nil {
-		return nil, nil, "", err
-	}
-	dbURL, err := withDatabase(admin, name)
+	c, err := tpl.take(ctx)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	cfg := o.config
-	cfg.URL = dbURL
+	if c.db != nil && !o.configSet {
+		return c.db, tpl, c.name, nil
+	}
+	if c.db != nil {
+		c.db.Close() // opened for the default config
+	}
+	if db, err = pgkit.Open(ctx, testConfig(o.config, tpl.admin.url, c.name)); err != nil {
+		_ = tpl.drop(context.WithoutCancel(ctx), c.name)
+		return nil, nil, "", err
+	}
+	return db, tpl, c.name, nil
+}
+
+// testConfig is cfg for a test's DB on database name of the server at
+// admin: MaxConns 4 and LeakThreshold 1m unless set, and LazyConnect (the
+// server was reached a moment ago, by the clone).
+func testConfig(cfg pgkit.Config, admin, name string) pgkit.Config {
+	cfg.URL, _ = withDatabase(admin, name)
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 4
 	}
 	if cfg.LeakThreshold == 0 {
 		cfg.LeakThreshold = time.Minute
 	}
-	// The server was reached a moment ago (the clone): Open need not check
-	// it again with a connection of its own; the test's first statement
-	// connects.
 	cfg.LazyConnect = true
-	if db, err = pgkit.Open(ctx, cfg); err != nil {
-		_ = tpl.drop(context.WithoutCancel(ctx), name)
-		return nil, nil, "", err
-	}
-	return db, tpl, name, nil
+	return cfg
 }
 
 // Main runs the package's tests, then Drain, and exits; use it from

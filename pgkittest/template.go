@@ -33,11 +33,19 @@ const (
 
 // template is one server's template for one set of migrations, and the
 // databases cloned from it ahead of demand.
+// clone is a database cloned from the template, and, when it was made
+// ahead of demand, a DB already open on it with a connection ready (for a
+// test without WithConfig).
+type clone struct {
+	name string
+	db   *pgkit.DB
+}
+
 type template struct {
 	admin    *adminConn
 	name     string
 	fileCopy bool // the server has fsync off: copy files, skip the WAL
-	ready    chan string
+	ready    chan clone
 
 	mu      sync.Mutex
 	workers int // running work goroutines, at most maxWorkers
@@ -76,7 +84,7 @@ func templateFor(ctx context.Context, adminURL string, o *options) (*template, e
 	if err := admin.buildTemplate(ctx, adminURL, name, files, o); err != nil {
 		return nil, err
 	}
-	t := &template{admin: admin, name: name, fileCopy: throwaway(adminURL), ready: make(chan string, o.ready)}
+	t := &template{admin: admin, name: name, fileCopy: throwaway(adminURL), ready: make(chan clone, o.ready)}
 	if templates.m == nil {
 		templates.m = map[string]*template{}
 	}
@@ -124,19 +132,19 @@ func templateName(o *options) (string, []migration, error) {
 // take returns a database cloned from t: one made ahead of demand when
 // there is one, else a new clone; either way the ready pool is refilled in
 // the background.
-func (t *template) take(ctx context.Context) (string, error) {
+func (t *template) take(ctx context.Context) (clone, error) {
 	if cap(t.ready) > 0 {
 		select {
-		case name := <-t.ready:
+		case c := <-t.ready:
 			t.refill()
-			return name, nil
+			return c, nil
 		default:
 		}
 		t.refill()
 	}
-	return t.clone(ctx)
+	name, err := t.clone(ctx)
+	return clone{name: name}, err
 }
-
 // refill starts a worker unless maxWorkers run: workers clone until the
 // ready pool is full and drop the databases tests are done with, then end
 // (no goroutine outlives the demand by more than a clone or a drop).
@@ -167,10 +175,10 @@ func (t *template) work() {
 			t.cloning++
 			t.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			name, err := t.clone(ctx)
+			c, err := t.warm(ctx)
 			cancel()
 			if err == nil {
-				t.ready <- name // a slot was reserved: this does not block
+				t.ready <- c // a slot was reserved: this does not block
 			}
 			t.mu.Lock()
 			t.cloning--
@@ -204,7 +212,9 @@ func (t *template) drain(ctx context.Context) error {
 	t.done.Wait()
 	t.mu.Lock()
 	for len(t.ready) > 0 {
-		t.drops = append(t.drops, <-t.ready)
+		c := <-t.ready
+		c.db.Close()
+		t.drops = append(t.drops, c.name)
 	}
 	drops := t.drops
 	t.drops = nil
@@ -247,6 +257,27 @@ func Drain() error {
 		return fmt.Errorf("pgkittest: drain: %w", err)
 	}
 	return nil
+}
+
+// warm clones the template and opens a DB on the clone, with one
+// connection made, as New opens one for a test without WithConfig: the test
+// that takes it waits for neither.
+func (t *template) warm(ctx context.Context) (clone, error) {
+	name, err := t.clone(ctx)
+	if err != nil {
+		return clone{}, err
+	}
+	db, err := pgkit.Open(ctx, testConfig(pgkit.Config{}, t.admin.url, name))
+	if err == nil {
+		if _, err = db.Exec(ctx, "SELECT 1"); err != nil {
+			db.Close()
+		}
+	}
+	if err != nil {
+		_ = t.drop(context.WithoutCancel(ctx), name)
+		return clone{}, err
+	}
+	return clone{name: name, db: db}, nil
 }
 
 // clone creates a database from the template.
