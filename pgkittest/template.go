@@ -145,6 +145,7 @@ func (t *template) take(ctx context.Context) (clone, error) {
 	name, err := t.clone(ctx)
 	return clone{name: name}, err
 }
+
 // refill starts a worker unless maxWorkers run: workers clone until the
 // ready pool is full and drop the databases tests are done with, then end
 // (no goroutine outlives the demand by more than a clone or a drop).
