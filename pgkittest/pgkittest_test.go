@@ -158,3 +158,21 @@ func TestNoNPlusOnePassesASetQuery(t *testing.T) {
 		}
 	})
 }
+
+// TestWithConfig: a test's own Config is used (not a ready DB opened with
+// the defaults), and without it the defaults are MaxConns 4 and a
+// LeakThreshold.
+func TestWithConfig(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgkittest.New(t, server(t), pgkittest.WithMigrations(migrations),
+		pgkittest.WithConfig(pgkit.Config{MaxConns: 2, ApplicationName: "custom-app"}))
+	require.Equal(t, int32(2), db.Config().MaxConns)
+	var app string
+	require.NoError(t, db.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&app))
+	require.Equal(t, "custom-app", app)
+
+	plain := pgkittest.New(t, server(t), pgkittest.WithMigrations(migrations))
+	require.Equal(t, int32(4), plain.Config().MaxConns)
+	require.Positive(t, plain.Config().LeakThreshold)
+}
