@@ -39,8 +39,10 @@ INSERT INTO t%[1]d (account_id, label, amount) SELECT 1 + j %% 50, 'row ' || j, 
 // database, until it answers a first statement, p50 and p99 over b.N tests run by 1 or 8 goroutines ("parallel"
 // tests), each followed by its body (a write and a read, and 0 or 200 ms of
 // other work) and its cleanup: through
-// pgkittest's template and ready clones ("template"), and by creating a
-// database and running the migrations on it ("migrate"). BenchmarkFirstUse
+// pgkittest's template and ready clones ("template"), by cloning the
+// template when the test asks ("clone": pgtestdb's way, and testcontainers'
+// Snapshot/Restore's, which drops and clones again per test), and by
+// creating a database and running the migrations on it ("migrate"). BenchmarkFirstUse
 // is what the first test of a run pays.
 func BenchmarkNewDatabase(b *testing.B) {
 	admin := pgtest.AdminURL(b)
@@ -78,6 +80,16 @@ func BenchmarkNewDatabase(b *testing.B) {
 		}
 		return db, func() { db.Close(); tpl.release(name) }, nil
 	}
+	// A clone made when the test asks, as pgtestdb does, and as
+	// testcontainers' Restore does (DROP DATABASE, then CREATE DATABASE from
+	// its snapshot template), without a ready pool.
+	onDemand := func(ctx context.Context) (*pgkit.DB, func(), error) {
+		db, tpl, name, err := open(ctx, &options{migrations: fsys, serverURL: admin, ready: 0})
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, func() { db.Close(); tpl.release(name) }, nil
+	}
 	// The template is built before the timed runs (BenchmarkFirstUse
 	// measures that).
 	if _, err := templateFor(context.Background(), admin, &options{migrations: fsys, ready: DefaultReady}); err != nil {
@@ -86,7 +98,7 @@ func BenchmarkNewDatabase(b *testing.B) {
 	for _, way := range []struct {
 		name string
 		get  func(context.Context) (*pgkit.DB, func(), error)
-	}{{"template", template}, {"migrate", migrate}} {
+	}{{"template", template}, {"clone", onDemand}, {"migrate", migrate}} {
 		for _, run := range []struct {
 			parallel int
 			body     time.Duration

@@ -61,7 +61,7 @@ const maxWorkers = 2
 
 var templates struct {
 	mu sync.Mutex
-	m  map[string]*template // server URL + "\x00" + template name
+	m  map[string]*template // server URL, template name, WithReady
 }
 
 // templateFor returns the template for o's migrations on the server at
@@ -73,7 +73,7 @@ func templateFor(ctx context.Context, adminURL string, o *options) (*template, e
 	}
 	templates.mu.Lock()
 	defer templates.mu.Unlock()
-	key := adminURL + "\x00" + name
+	key := fmt.Sprintf("%s\x00%s\x00%d", adminURL, name, o.ready) // WithReady's pools apart
 	if t, ok := templates.m[key]; ok {
 		return t, nil
 	}
