@@ -139,9 +139,10 @@ type Config struct {
 	// copy, prepare; a query until its rows are closed) whose context has no
 	// deadline. StatementTimeout lives on the server and cannot end a
 	// statement the server never received or cannot answer (a partition, a
-	// frozen server): past ClientTimeout the statement fails with a timeout
-	// error (pgconn.Timeout(err) and errors.Is(err, os.ErrDeadlineExceeded)
-	// are true) and its connection is closed. A context with a deadline is
+	// frozen server): past ClientTimeout (checked every eighth of it, at
+	// least every second) the statement fails with a timeout error
+	// (pgconn.Timeout(err) and errors.Is(err, os.ErrDeadlineExceeded) are
+	// true) and its connection is closed. A context with a deadline is
 	// left to that deadline. Default StatementTimeout plus
 	// DefaultClientTimeoutMargin (65s), so the server's own timeout, with its
 	// clear error, fires first. Disabled turns it off; it is off by default

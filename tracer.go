@@ -2,7 +2,6 @@ package pgkit
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit/internal/record"
 )
@@ -30,6 +28,7 @@ type tracer struct {
 	role   string                       // rolePrimary or roleReplica
 	ring   *slowRing                    // shared by a DB's primary and replica tracers
 	leaks  *leakDetector                // nil without a LeakThreshold
+	bounds *boundWatcher                // nil without a ClientTimeout
 	sink   *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 
 	closeOnce sync.Once
@@ -57,6 +56,9 @@ func newTracer(cfg Config, role string, ring *slowRing) *tracer {
 	if cfg.LeakThreshold > 0 {
 		t.leaks = newLeakDetector(t.obs, t.openConns, cfg.LeakThreshold, cfg.Logger, cfg.alerts)
 	}
+	if cfg.ClientTimeout > 0 {
+		t.bounds = startBoundWatcher(t.openConns, cfg.ClientTimeout)
+	}
 	return t
 }
 
@@ -65,6 +67,7 @@ func (t *tracer) close() {
 		if t.leaks != nil {
 			t.leaks.close()
 		}
+		t.bounds.close()
 	})
 }
 
@@ -79,10 +82,11 @@ type connState struct {
 	acquiredAt atomic.Int64 // UnixNano of the current checkout; 0 while in the pool
 	leak       leakState
 
-	// boundBy is 1 + the op whose start put ClientTimeout's deadline on the
-	// socket, 0 when none is set; only that op's end clears it, so a prepare
-	// nested in a query leaves the query's deadline alone.
+	// boundBy is 1 + the op whose start put it under ClientTimeout, 0 when
+	// none is; only that op's end clears it, so a prepare nested in a query
+	// leaves the query's bound alone.
 	boundBy uint8
+	bound   clientBound
 
 	// The last statement named by its SQL text, and its name: a statement
 	// run again, the common case, is named without parsing or a lookup.
@@ -155,12 +159,13 @@ func (t *tracer) namedBy(ctx context.Context, fallback string) (string, *nameSta
 	return name, t.obs.names.get(name)
 }
 
-// bound puts ClientTimeout's deadline on the connection's socket when the
-// statement's context has none. The server's statement_timeout cannot end a
-// statement the server never received (a partition, a frozen server or
-// proxy); this deadline does, on the client: the read or write fails with a
-// timeout and pgx closes the connection. It is a deadline on the net.Conn,
-// not a context, so the statement path allocates nothing for it.
+// bound puts the statement under ClientTimeout when its context has no
+// deadline. The server's statement_timeout cannot end a statement the server
+// never received (a partition, a frozen server or proxy); this bound does,
+// on the client: the tracer's watcher puts a past deadline on the socket
+// once the statement has run for ClientTimeout, the read or write fails
+// with a timeout, and pgx closes the connection. Nothing is allocated, and
+// no timer is touched, on the statement path (see clientBound).
 func (t *tracer) bound(ctx context.Context, conn *pgx.Conn, cs *connState, o op, now time.Time) {
 	if t.cfg.ClientTimeout <= 0 || cs.boundBy != 0 {
 		return
@@ -168,25 +173,23 @@ func (t *tracer) bound(ctx context.Context, conn *pgx.Conn, cs *connState, o op,
 	if _, ok := ctx.Deadline(); ok {
 		return
 	}
-	if err := conn.PgConn().Conn().SetDeadline(now.Add(t.cfg.ClientTimeout)); err == nil {
-		cs.boundBy = uint8(o) + 1
-	}
+	cs.bound.start(conn.PgConn().Conn(), now)
+	cs.boundBy = uint8(o) + 1
 }
 
-// unbound clears the deadline bound set for op o. When that deadline is
-// what ended the statement, the server did not answer for ClientTimeout:
-// the socket is closed at once, so pgx's cleanup of the connection does not
-// wait up to 15 s to drain it.
+// unbound ends the bound of op o. When the watcher ended the statement, the
+// server did not answer for ClientTimeout: the socket is closed at once, so
+// pgx's cleanup of the connection does not wait up to 15 s to drain it (and
+// a statement that finished just as the watcher fired leaves no past
+// deadline behind).
 func (t *tracer) unbound(conn *pgx.Conn, cs *connState, o op, err error) {
 	if cs.boundBy != uint8(o)+1 {
 		return
 	}
 	cs.boundBy = 0
-	if err != nil && pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if cs.bound.end() {
 		_ = conn.PgConn().Conn().Close()
-		return
 	}
-	_ = conn.PgConn().Conn().SetDeadline(time.Time{}) // fails only on a closed conn
 }
 
 // end records a finished statement: its counters, per-request stats, and
