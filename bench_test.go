@@ -33,14 +33,6 @@ func benchPoolsOn(b *testing.B, url string, size int32, cfg pgkit.Config) (*pgxp
 	return raw, benchDBOn(b, url, size, cfg)
 }
 
-// benchDB opens a pgkit DB of size connections on a fresh database, with the
-// instrumentation of benchPools, for benchmarks that compare pgkit with
-// something other than a raw pool.
-func benchDB(b *testing.B, size int32, cfg pgkit.Config) *pgkit.DB {
-	b.Helper()
-	return benchDBOn(b, pgtest.NewDatabase(b), size, cfg)
-}
-
 func benchDBOn(b *testing.B, url string, size int32, cfg pgkit.Config) *pgkit.DB {
 	b.Helper()
 	cfg.URL, cfg.MaxConns, cfg.MinConns = url, size, size
@@ -55,16 +47,9 @@ func benchDBOn(b *testing.B, url string, size int32, cfg pgkit.Config) *pgkit.DB
 
 // benchAB is benchab.AB (alternating rounds; the metrics
 // internal/benchreport reads): every benchmark that compares two sides goes
-// through it or benchScaled.
+// through it (or benchab.Scaled).
 func benchAB(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
 	return benchab.AB(b, goroutines, nameA, opA, nameB, opB)
-}
-
-// benchScaled is benchab.Scaled: benchAB for sides whose speeds differ by
-// orders of magnitude, side b running scale times as many operations per
-// round.
-func benchScaled(b *testing.B, goroutines int, nameA string, opA func(context.Context) error, nameB string, scale int, opB func(context.Context) error) (perOpA, perOpB time.Duration) {
-	return benchab.Scaled(b, goroutines, nameA, opA, nameB, scale, opB)
 }
 
 // reportRows adds rows/s for both sides of a benchAB whose operations each

@@ -283,11 +283,8 @@ func (cfg *Config) validate() error {
 	if cfg.MaxConns < 0 {
 		return &ConfigError{Struct: "Config", Field: "MaxConns", Reason: fmt.Sprintf("must be at least 1 (got %d)", cfg.MaxConns)}
 	}
-	if cfg.MinConns < 0 {
-		return &ConfigError{Struct: "Config", Field: "MinConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinConns)}
-	}
-	if cfg.MinIdleConns < 0 {
-		return &ConfigError{Struct: "Config", Field: "MinIdleConns", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.MinIdleConns)}
+	if err := notNegative("Config", cfgField{"MinConns", int64(cfg.MinConns)}, cfgField{"MinIdleConns", int64(cfg.MinIdleConns)}); err != nil {
+		return err
 	}
 	if cfg.MaxConns > 0 && cfg.MinConns > cfg.MaxConns {
 		return &ConfigError{Struct: "Config", Field: "MinConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinConns, cfg.MaxConns)}
@@ -295,20 +292,16 @@ func (cfg *Config) validate() error {
 	if cfg.MaxConns > 0 && cfg.MinIdleConns > cfg.MaxConns {
 		return &ConfigError{Struct: "Config", Field: "MinIdleConns", Reason: fmt.Sprintf("%d exceeds MaxConns %d", cfg.MinIdleConns, cfg.MaxConns)}
 	}
-	for _, n := range []struct {
-		field string
-		v     int
-	}{{"MaxLoggedSQL", cfg.MaxLoggedSQL}, {"SlowQueryBuffer", cfg.SlowQueryBuffer}, {"MaxQueryNames", cfg.MaxQueryNames}} {
-		if n.v < 0 {
-			return &ConfigError{Struct: "Config", Field: n.field, Reason: fmt.Sprintf("must not be negative (got %d)", n.v)}
-		}
+	if err := notNegative("Config", cfgField{"MaxLoggedSQL", int64(cfg.MaxLoggedSQL)}, cfgField{"SlowQueryBuffer", int64(cfg.SlowQueryBuffer)},
+		cfgField{"MaxQueryNames", int64(cfg.MaxQueryNames)}); err != nil {
+		return err
 	}
 	if cfg.TenantSetting != "" && !validSettingName(cfg.TenantSetting) {
 		return &ConfigError{Struct: "Config", Field: "TenantSetting", Reason: fmt.Sprintf(
 			"%q is not a custom setting name (prefix.name, letters, digits and underscores)", cfg.TenantSetting)}
 	}
-	if cfg.KeepaliveCount < 0 {
-		return &ConfigError{Struct: "Config", Field: "KeepaliveCount", Reason: fmt.Sprintf("must not be negative (got %d)", cfg.KeepaliveCount)}
+	if err := notNegative("Config", cfgField{"KeepaliveCount", int64(cfg.KeepaliveCount)}); err != nil {
+		return err
 	}
 	if cfg.TCPUserTimeout.Milliseconds() > math.MaxInt32 {
 		return &ConfigError{Struct: "Config", Field: "TCPUserTimeout", Reason: fmt.Sprintf("must be at most %s (got %s)",

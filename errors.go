@@ -94,6 +94,23 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// cfgField is a configuration field's name and value, for notNegative.
+type cfgField struct {
+	name string
+	v    int64
+}
+
+// notNegative is a *ConfigError for the first negative of fields of struct
+// st, or nil.
+func notNegative(st string, fields ...cfgField) error {
+	for _, f := range fields {
+		if f.v < 0 {
+			return &ConfigError{Struct: st, Field: f.name, Reason: fmt.Sprintf("must not be negative (got %d)", f.v)}
+		}
+	}
+	return nil
+}
+
 // UnreachableError is returned by a call that needed a new connection when
 // the database could not be reached. Err is the last connection attempt's
 // error, as pgx returned it (a *pgconn.ConnectError), which errors.As

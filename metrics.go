@@ -3,9 +3,9 @@ package pgkit
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit/internal/promset"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,13 +22,13 @@ type promCollector struct {
 
 // registerMetrics registers obs and the pools on reg (nothing when reg is
 // nil); the returned set unregisters them at Close.
-func registerMetrics(reg prometheus.Registerer, pool, role string, obs *observer, pools func() []*pgxpool.Pool, up func() bool) (*collectorSet, error) {
-	var set collectorSet
+func registerMetrics(reg prometheus.Registerer, pool, role string, obs *observer, pools func() []*pgxpool.Pool, up func() bool) (*promset.Set, error) {
+	var set promset.Set
 	if reg == nil {
 		return &set, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "role": role}, reg)
-	err := set.register(reg, &promCollector{obs: obs, pools: pools, up: up})
+	err := set.Register(reg, &promCollector{obs: obs, pools: pools, up: up})
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
 		return nil, &ConfigError{Struct: "Config", Field: "Name", Reason: fmt.Sprintf(
 			"metrics of a pool named %q are already registered on this Registerer; give each DB its own Name", pool)}
@@ -214,13 +214,13 @@ type writerCollector struct {
 
 // registerWriterMetrics registers a Writer's metrics on reg (nothing when
 // reg is nil); the returned set unregisters them at the Writer's Close.
-func registerWriterMetrics(reg prometheus.Registerer, pool, name string, stats func() WriterStats, obs *writerObs) (*collectorSet, error) {
-	var set collectorSet
+func registerWriterMetrics(reg prometheus.Registerer, pool, name string, stats func() WriterStats, obs *writerObs) (*promset.Set, error) {
+	var set promset.Set
 	if reg == nil {
 		return &set, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool, "writer": name}, reg)
-	if err := set.register(reg, &writerCollector{stats, obs}); err != nil {
+	if err := set.Register(reg, &writerCollector{stats, obs}); err != nil {
 		return nil, fmt.Errorf("pgkit: registering the metrics of writer %q (give each writer its own Name): %w", name, err)
 	}
 	return &set, nil
@@ -267,13 +267,13 @@ type replicaCollector struct {
 
 // registerReplicaMetrics registers the replica checks' metrics on reg with
 // the const label pool (nothing when reg is nil).
-func registerReplicaMetrics(reg prometheus.Registerer, pool string, statuses func() []ReplicaStatus, fallbacks func() int64) (*collectorSet, error) {
-	var set collectorSet
+func registerReplicaMetrics(reg prometheus.Registerer, pool string, statuses func() []ReplicaStatus, fallbacks func() int64) (*promset.Set, error) {
+	var set promset.Set
 	if reg == nil {
 		return &set, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool}, reg)
-	if err := set.register(reg, &replicaCollector{statuses, fallbacks}); err != nil {
+	if err := set.Register(reg, &replicaCollector{statuses, fallbacks}); err != nil {
 		return nil, fmt.Errorf("pgkit: registering replica metrics: %w", err)
 	}
 	return &set, nil
@@ -305,42 +305,4 @@ func constHistogram(d *prometheus.Desc, s histSnapshot, labels ...string) promet
 		buckets[b] = s.Cumulative[i]
 	}
 	return prometheus.MustNewConstHistogram(d, s.Count, s.Sum, buckets, labels...)
-}
-
-// collectorSet is collectors registered together on one Registerer and
-// unregistered together when their owner closes (a DB, a Writer), so that
-// its name can be used again.
-type collectorSet struct {
-	mu         sync.Mutex // Shutdown and Close may both unregister
-	reg        prometheus.Registerer
-	collectors []prometheus.Collector
-}
-
-// register registers every collector, or none: on the first error it
-// unregisters those already registered and returns the error.
-func (s *collectorSet) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return err
-		}
-	}
-	s.mu.Lock()
-	s.reg, s.collectors = reg, cs
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *collectorSet) unregister() {
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.collectors {
-		s.reg.Unregister(c)
-	}
-	s.collectors = nil
 }

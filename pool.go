@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit/internal/promset"
 	"github.com/pgkit-dev/pgkit/internal/record"
 )
 
@@ -23,7 +24,7 @@ type DB struct {
 	obs     *observer // the tracer's: every count of the primary's pool
 	slow    *slowRing // the recent slow statements, primary's and replicas'
 	logger  *slog.Logger
-	metrics *collectorSet               // the primary's Prometheus metrics; empty without a Registerer
+	metrics *promset.Set                // the primary's Prometheus metrics; empty without a Registerer
 	sink    atomic.Pointer[record.Sink] // pgkittest's statement recorder, for all of the DB's pools
 
 	catalog sync.Map // table name -> *tableInfo, for the bulk helpers
@@ -175,7 +176,7 @@ func (db *DB) Close() {
 	}
 	db.pool.Close()
 	db.tracer.close()
-	db.metrics.unregister()
+	db.metrics.Unregister()
 }
 
 // acquireErr is err from acquiring a connection, ErrClosed when the pool

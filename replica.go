@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgkit-dev/pgkit/internal/promset"
 )
 
 // ReplicaStatus is the latest check of one of Config.ReplicaURLs.
@@ -95,9 +96,9 @@ type replicaSet struct {
 	tracer    *tracer // role replica, shared by the members' pools
 	replan    replanner
 	next      atomic.Uint64
-	fallbacks atomic.Int64  // picks that found no usable replica
-	metrics   *collectorSet // the replica role's pool and statement metrics
-	status    *collectorSet // each replica's latest check and the fallbacks (replicaCollector)
+	fallbacks atomic.Int64 // picks that found no usable replica
+	metrics   *promset.Set // the replica role's pool and statement metrics
+	status    *promset.Set // each replica's latest check and the fallbacks (replicaCollector)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -136,7 +137,7 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 		return nil, err
 	}
 	if s.status, err = registerReplicaMetrics(db.cfg.Registerer, db.cfg.Name, s.statuses, s.fallbacks.Load); err != nil {
-		s.metrics.unregister()
+		s.metrics.Unregister()
 		s.closePools()
 		return nil, err
 	}
@@ -175,8 +176,8 @@ func (s *replicaSet) close() {
 		<-s.done
 	}
 	s.closePools()
-	s.metrics.unregister()
-	s.status.unregister()
+	s.metrics.Unregister()
+	s.status.Unregister()
 }
 
 func (s *replicaSet) closePools() {

@@ -37,7 +37,7 @@ func (db *DB) Shutdown(ctx context.Context) error {
 	db.sockets.expire(true)
 	db.sockets.closeAll()
 	db.tracer.close()
-	db.metrics.unregister()
+	db.metrics.Unregister()
 	if len(held) == 0 {
 		// Everything was released as ctx ended: Close is finishing.
 		<-closed

@@ -154,13 +154,9 @@ type RetryPolicy struct {
 // setDefaults refuses negative fields, naming the first, and fills the zero
 // ones.
 func (p *RetryPolicy) setDefaults() error {
-	for _, f := range []struct {
-		field string
-		v     int64
-	}{{"MaxAttempts", int64(p.MaxAttempts)}, {"BaseDelay", int64(p.BaseDelay)}, {"MaxDelay", int64(p.MaxDelay)}} {
-		if f.v < 0 {
-			return &ConfigError{Struct: "RetryPolicy", Field: f.field, Reason: fmt.Sprintf("must not be negative (got %d)", f.v)}
-		}
+	if err := notNegative("RetryPolicy", cfgField{"MaxAttempts", int64(p.MaxAttempts)}, cfgField{"BaseDelay", int64(p.BaseDelay)},
+		cfgField{"MaxDelay", int64(p.MaxDelay)}); err != nil {
+		return err
 	}
 	if p.MaxAttempts == 0 {
 		p.MaxAttempts = DefaultRetryMaxAttempts

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/pgkit-dev/pgkit/internal/promset"
 )
 
 // ErrWriterClosed is returned by Write after Close.
@@ -27,7 +29,7 @@ type Writer[T any] struct {
 	db  *DB
 	cfg WriterConfig[T]
 	obs writerObs
-	m   *collectorSet // its metrics, when the DB has a Registerer
+	m   *promset.Set // its metrics, when the DB has a Registerer
 
 	mu        sync.Mutex
 	queue     []T
@@ -176,7 +178,7 @@ func (w *Writer[T]) Close(ctx context.Context) error {
 	w.poke()
 	<-w.done
 	w.abort()
-	w.m.unregister()
+	w.m.Unregister()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.handedOff(w.failed, w.ambiguous, w.lastError)

@@ -86,13 +86,9 @@ func (cfg *WriterConfig[T]) setDefaults(db *DB) error {
 	if cfg.Table == "" {
 		return writerConfigError("Table", "required")
 	}
-	for _, n := range []struct {
-		field string
-		v     int64
-	}{{"BatchSize", int64(cfg.BatchSize)}, {"QueueSize", int64(cfg.QueueSize)}, {"FlushInterval", int64(cfg.FlushInterval)}, {"RetryFor", int64(cfg.RetryFor)}} {
-		if n.v < 0 {
-			return writerConfigError(n.field, fmt.Sprintf("must not be negative (got %d)", n.v))
-		}
+	if err := notNegative("WriterConfig", cfgField{"BatchSize", int64(cfg.BatchSize)}, cfgField{"QueueSize", int64(cfg.QueueSize)},
+		cfgField{"FlushInterval", int64(cfg.FlushInterval)}, cfgField{"RetryFor", int64(cfg.RetryFor)}); err != nil {
+		return err
 	}
 	if cfg.Overflow != OverflowBlock && cfg.Overflow != OverflowFail {
 		return writerConfigError("Overflow", fmt.Sprintf("unknown value %d: use OverflowBlock or OverflowFail", cfg.Overflow))

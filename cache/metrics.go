@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgkit-dev/pgkit/internal/promset"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,10 +37,7 @@ type cacheMetrics struct {
 	loadDuration prometheus.Histogram
 	storeErrors  prometheus.Counter
 
-	// reg and collectors are what unregister takes back (Close runs it
-	// once).
-	reg        prometheus.Registerer
-	collectors []prometheus.Collector
+	set promset.Set // what unregister takes back (Close runs it once)
 }
 
 func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, error) {
@@ -65,7 +63,7 @@ func newCacheMetrics(reg prometheus.Registerer, name string) (*cacheMetrics, err
 	for r := range numCacheResults {
 		m.requests[r] = requests.WithLabelValues(cacheResultNames[r])
 	}
-	err := m.register(reg, requests, m.loadDuration, m.storeErrors)
+	err := m.set.Register(reg, requests, m.loadDuration, m.storeErrors)
 	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
 		return nil, configError("Name", fmt.Sprintf(
 			"metrics of a cache named %q are already registered on this Registerer; give each cache its own Name (or Close the other first)", name))
@@ -94,27 +92,8 @@ func (m *cacheMetrics) storeError() {
 	}
 }
 
-// register registers every collector, or none: on the first error it
-// unregisters those already registered and returns the error.
-func (m *cacheMetrics) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return err
-		}
-	}
-	m.reg, m.collectors = reg, cs
-	return nil
-}
-
 func (m *cacheMetrics) unregister() {
-	if m == nil {
-		return
+	if m != nil {
+		m.set.Unregister()
 	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
-	}
-	m.collectors = nil
 }
