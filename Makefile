@@ -22,8 +22,8 @@ deps: ## Check (and on Debian as root, install) PostgreSQL, Redis, promtool and 
 	@bash scripts/provision.sh
 
 .PHONY: demo
-demo: deps ## Run the quickstart tour against a throwaway server (or PGKIT_DATABASE_URL).
-	cd examples && $(GO) run ./quickstart
+demo: deps ## Run the tour of every feature (examples/tour) against a throwaway server (or PGKIT_DATABASE_URL).
+	cd examples && $(GO) run ./tour
 
 .PHONY: test
 test: deps rules ## go vet, the alert rules, then every test of every module with the race detector against real PostgreSQL and Redis.

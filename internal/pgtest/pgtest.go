@@ -27,7 +27,7 @@
 //
 // The non-test half of the API (Start, StartLocal, StartDocker,
 // CreateTemplate, CreateDatabase, StartRedisServer) takes a context instead of
-// a *testing.T, so programs such as examples/quickstart can use it too.
+// a *testing.T, so programs such as examples/tour can use it too.
 package pgtest
 
 import (

@@ -142,7 +142,7 @@ func tourStore(ctx context.Context) (cache.Store, func(), error) {
 		}
 		opts.ContextTimeoutEnabled = true // lets cache.Config.StoreTimeout bound each call
 		client := redis.NewClient(opts)
-		store, err := redisstore.New(client, "pgkit-quickstart:")
+		store, err := redisstore.New(client, "pgkit-tour:")
 		if err != nil {
 			_ = client.Close()
 			return nil, nil, err

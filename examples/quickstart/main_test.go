@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestQuickstartServes runs the program README.md shows against a database
+// of the test's own: /healthz answers 200, /now answers with a Server-Timing
+// header, and /metrics carries pgkit's series, the query's name among them.
+func TestQuickstartServes(t *testing.T) {
+	t.Setenv("DATABASE_URL", pgtest.NewDatabase(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, addr) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, http.ErrServerClosed)
+		case <-time.After(30 * time.Second):
+			t.Fatal("run did not return after its context ended")
+		}
+	}()
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := client.Get("http://" + addr + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(body)
+	}
+
+	// Wait for the server: Open first connects, then it listens.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before serving: %v", err)
+		default:
+		}
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the server did not listen on %s: %v", addr, err)
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	resp, body := get("/now")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.NotEmpty(t, strings.TrimSpace(body))
+	require.True(t, strings.HasPrefix(resp.Header.Get("Server-Timing"), "db;dur="), "Server-Timing: %q", resp.Header.Get("Server-Timing"))
+
+	resp, body = get("/metrics")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, series := range []string{
+		"pgkit_pool_max_connections{",
+		"pgkit_pool_acquires_total{",
+		"pgkit_pool_acquire_duration_seconds_bucket{",
+		"pgkit_database_up{",
+		"pgkit_query_duration_seconds_bucket{",
+		`name="now"`,
+	} {
+		require.Contains(t, body, series)
+	}
+	require.NotContains(t, body, "SELECT now()", "SQL is never a label")
+
+	resp, _ = get("/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
