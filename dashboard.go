@@ -102,9 +102,12 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //
 // Callers for whom authorize returns false, and every caller when authorize
 // is nil, get 401 with a JSON error, as from StatsHandler; the check applies
-// to every path, page and data. The page is sent with a strict
-// Content-Security-Policy (its own script, style and data only), nosniff
-// and no-store.
+// to every path, page and data. The 401 carries a Basic challenge besides
+// the Bearer one, so a browser asks for a user name and password: with
+// BearerToken, any user name and the token as the password open the page
+// (scripts keep sending "Authorization: Bearer <token>"). The page is sent
+// with a strict Content-Security-Policy (its own script, style and data
+// only), nosniff and no-store.
 //
 // Mount it on a path that ends in "/", with or without StripPrefix; the page
 // uses relative URLs, so any prefix works (a request for the prefix without
@@ -114,10 +117,11 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //
 // Paths, relative to the mount point: "" (the page), "dashboard.js",
 // "dashboard.css", and "data", a JSON object other tools may read too; its
-// fields (version 1) are stable:
+// fields (version 2) are stable. Durations are in seconds (keys ending in
+// _seconds), timestamps in RFC 3339 (UTC); docs/http.md gives the schema:
 //
-//	version                       1
-//	time                          when the data was read (RFC 3339, UTC)
+//	version                       2 (1 had duration_ns in slow_queries, seconds in window, le in buckets)
+//	time                          when the data was read
 //	pool                          Config.Name
 //	refresh_seconds               the page's polling interval
 //	metrics                       whether the DB exports Prometheus metrics (Config.Registerer); the
@@ -125,17 +129,17 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //	pool_stats                    PoolStats, as in StatsHandler's pool_stats
 //	queries                       totals since Open, summed over every query name and op but prepare (the
 //	                              same counts as pgkit_query_duration_seconds): count, errors, canceled, sum_seconds, and buckets, a list of
-//	                              {le, count} with cumulative counts for each finite upper bound (the +Inf
+//	                              {le_seconds, count} with cumulative counts for each finite upper bound (the +Inf
 //	                              bucket is count)
 //	window                        the change since the data was last read, by any client, at least half a
-//	                              refresh earlier (null on the first read): seconds, queries_per_second,
+//	                              refresh earlier (null on the first read): duration_seconds, queries_per_second,
 //	                              errors_per_second, p50_seconds and p99_seconds (estimated from the
 //	                              buckets like PromQL's histogram_quantile; null without queries),
 //	                              acquires_per_second, empty_acquires_per_second, acquire_wait_avg_seconds
 //	                              (null without acquires)
 //	slow_query_threshold_seconds  Config.SlowQueryThreshold
-//	slow_queries                  DB.SlowQueries, newest first, as SlowQuery's JSON (time, name, op,
-//	                              duration_ns, sql, rows, sqlstate); the SQL is text, never markup
+//	slow_queries                  DB.SlowQueries, newest first, as SlowQuery's JSON (time, role, name, op,
+//	                              duration_seconds, sql, rows, sqlstate); the SQL is text, never markup
 //	sources                       a list of {name, values}: each WithDashboardSource or WithDashboardWriter,
 //	                              in the order given; values is an object of numbers
 func DashboardHandler(db *DB, authorize func(*http.Request) bool, opts ...DashboardOption) http.Handler {
@@ -165,8 +169,7 @@ func (d *dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
 	if d.authorize == nil || !d.authorize(r) {
-		h.Set("WWW-Authenticate", `Bearer realm="pgkit"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+		unauthorized(w)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -231,12 +234,12 @@ type dashQueries struct {
 }
 
 type dashBucket struct {
-	LE    float64 `json:"le"`
+	LE    float64 `json:"le_seconds"`
 	Count uint64  `json:"count"`
 }
 
 type dashWindow struct {
-	Seconds               float64  `json:"seconds"`
+	Seconds               float64  `json:"duration_seconds"`
 	QueriesPerSecond      *float64 `json:"queries_per_second"`
 	ErrorsPerSecond       *float64 `json:"errors_per_second"`
 	P50Seconds            *float64 `json:"p50_seconds"`
@@ -265,8 +268,8 @@ const maxDashSamples = 64
 func (d *dashboard) data(now time.Time) dashData {
 	cur := dashSample{at: now, pool: d.db.PoolStats(), queries: dashQueriesOf(d.db.obs.queries())}
 	out := dashData{
-		Version:        1,
-		Time:           now.UTC().Format(time.RFC3339Nano),
+		Version:        2,
+		Time:           jsonTime(now),
 		Pool:           d.db.cfg.Name,
 		RefreshSeconds: d.cfg.refresh.Seconds(),
 		Metrics:        d.db.cfg.Registerer != nil,

@@ -183,10 +183,21 @@ func dataPoints(t *testing.T, e domElement) int {
 	return n
 }
 
-// requestLog records the status of every request a handler answered.
+// requestLog records every request a handler answered: its status, its
+// path, and whether it carried an Authorization header.
 type requestLog struct {
 	mu   sync.Mutex
-	list []string // "status path"
+	list []loggedRequest
+}
+
+type loggedRequest struct {
+	status int
+	path   string
+	auth   bool
+}
+
+func (r loggedRequest) String() string {
+	return fmt.Sprintf("%d %s (credentials: %t)", r.status, r.path, r.auth)
 }
 
 type statusWriter struct {
@@ -202,17 +213,21 @@ func (w *statusWriter) WriteHeader(code int) {
 func (l *requestLog) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		auth := r.Header.Get("Authorization") != ""
 		h.ServeHTTP(sw, r)
 		l.mu.Lock()
-		l.list = append(l.list, strconv.Itoa(sw.status)+" "+r.URL.Path)
+		l.list = append(l.list, loggedRequest{sw.status, r.URL.Path, auth})
 		l.mu.Unlock()
 	})
 }
 
-func (l *requestLog) all() []string {
+// take returns the requests logged so far and forgets them.
+func (l *requestLog) take() []loggedRequest {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]string(nil), l.list...)
+	list := l.list
+	l.list = nil
+	return list
 }
 
 // dashLoad runs a small service's traffic on db until stop: short queries of
@@ -264,8 +279,14 @@ func (l *dashLoad) close() {
 // chromium, headless, run as a command) under a prefix, with traffic
 // running, and checks what an operator sees: charts with points, the slow
 // query listed as text, no script injected, no console error, no failed
-// request. It saves a screenshot to testdata/artifacts/dashboard.png, and
-// to docs/dashboard.png when PGKIT_UPDATE_SCREENSHOT=1.
+// request. The page is guarded by BearerToken, and the browser gets in as
+// a person does, with HTTP Basic credentials: the URL holds them
+// (http://admin:TOKEN@host/...), chromium first asks without them, gets
+// the 401 with the Basic challenge, and asks again with them; the page's
+// polls of its data then carry them too. Without credentials, or with a
+// wrong token, the page does not load. It saves a screenshot to
+// testdata/artifacts/dashboard.png, and to docs/dashboard.png when
+// PGKIT_UPDATE_SCREENSHOT=1.
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	chromium := chromiumPath(t)
@@ -289,20 +310,39 @@ func TestDashboardInBrowser(t *testing.T) {
 		pgkit.WithDashboardRefresh(refresh),
 		pgkit.WithDashboardWriter(w),
 		pgkit.WithDashboardSource("conversations cache", cache.DashboardStats))
-	// The browser, run as a command, cannot send a header: the test server
-	// adds the token. Virtual time runs the page's timers without waiting,
-	// so the server paces the polls instead: each read of the data takes a
-	// refresh of real time (the page's clock stands still meanwhile), and
-	// the dashboard's windows (changes since a read at least half a refresh
+	// Virtual time runs the page's timers without waiting, so the server
+	// paces the polls instead: each read of the data takes a refresh of
+	// real time (the page's clock stands still meanwhile), and the
+	// dashboard's windows (changes since a read at least half a refresh
 	// earlier) have data to show.
 	var requests requestLog
 	url := serveDashboard(t, requests.wrap(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		r.Header.Set("Authorization", "Bearer "+token)
 		if r.URL.Path == "/data" {
 			time.Sleep(refresh)
 		}
 		dash.ServeHTTP(rw, r)
 	})))
+	withCredentials := func(user, password string) string {
+		rest, ok := strings.CutPrefix(url, "http://")
+		require.True(t, ok, url)
+		return "http://" + user + ":" + password + "@" + rest
+	}
+
+	// Without credentials, and with a wrong token, the browser gets the
+	// 401 and no page (headless chromium has no prompt to show: it gives up
+	// with net::ERR_INVALID_AUTH_CREDENTIALS and prints no DOM), so the
+	// script never asks for the data.
+	for _, u := range []string{url, withCredentials("admin", "wrong-token")} {
+		dom, _ := runChromium(t, chromium, u, time.Second, "--dump-dom")
+		require.NotContains(t, string(dom), `id="chart-conns"`, u)
+		refused := requests.take()
+		require.NotEmpty(t, refused)
+		for _, r := range refused {
+			require.Equal(t, http.StatusUnauthorized, r.status, "%s: %v", u, r)
+			require.Equal(t, "/", r.path, "%s: %v", u, r)
+		}
+	}
+	url = withCredentials("admin", token)
 
 	_, err = db.Exec(context.Background(), xssSQL)
 	require.NoError(t, err)
@@ -376,10 +416,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	require.Empty(t, append(console, shotConsole...), "the page wrote to the console (an error, a CSP violation)")
-	for _, r := range requests.all() {
-		status, path, _ := strings.Cut(r, " ")
-		require.Equal(t, "200", status, "request %s", path)
-		require.Contains(t, []string{"/", "/dashboard.js", "/dashboard.css", "/data"}, path)
+	// Each request without credentials was the browser's first try, which
+	// the 401 and its Basic challenge answered; each with them was served.
+	// The page's polls of its data carried them from the start.
+	logged := requests.take()
+	var dataPolls int
+	for _, r := range logged {
+		require.Contains(t, []string{"/", "/dashboard.js", "/dashboard.css", "/data"}, r.path)
+		if r.auth {
+			require.Equal(t, http.StatusOK, r.status, "%v", r)
+		} else {
+			require.Equal(t, http.StatusUnauthorized, r.status, "%v", r)
+			require.NotEqual(t, "/data", r.path, "a poll without the credentials: %v", r)
+		}
+		if r.path == "/data" && r.status == http.StatusOK {
+			dataPolls++
+		}
 	}
-	require.Contains(t, requests.all(), "200 /data")
+	require.GreaterOrEqual(t, dataPolls, points, "%v", logged)
 }

@@ -43,12 +43,12 @@ type dashData struct {
 		Canceled   uint64  `json:"canceled"`
 		SumSeconds float64 `json:"sum_seconds"`
 		Buckets    []struct {
-			LE    float64 `json:"le"`
+			LE    float64 `json:"le_seconds"`
 			Count uint64  `json:"count"`
 		} `json:"buckets"`
 	} `json:"queries"`
 	Window *struct {
-		Seconds               float64  `json:"seconds"`
+		Seconds               float64  `json:"duration_seconds"`
 		QueriesPerSecond      *float64 `json:"queries_per_second"`
 		ErrorsPerSecond       *float64 `json:"errors_per_second"`
 		P50Seconds            *float64 `json:"p50_seconds"`
@@ -127,7 +127,8 @@ func TestDashboardRefusesUnauthorized(t *testing.T) {
 				require.Equal(t, http.StatusUnauthorized, resp.code, "%s %q", name, path)
 				require.Equal(t, "application/json", resp.header.Get("Content-Type"))
 				require.JSONEq(t, `{"error":"unauthorized"}`, string(resp.body))
-				require.Equal(t, `Bearer realm="pgkit"`, resp.header.Get("WWW-Authenticate"))
+				require.Equal(t, []string{`Bearer realm="pgkit"`, `Basic realm="pgkit", charset="UTF-8"`},
+					resp.header.Values("WWW-Authenticate"), "a browser answers the Basic challenge with its login prompt")
 				require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
 				require.Equal(t, "nosniff", resp.header.Get("X-Content-Type-Options"))
 			}
@@ -172,7 +173,8 @@ func TestDashboardServesPageAndAssets(t *testing.T) {
 	require.Equal(t, 1, strings.Count(string(page), "<script"))
 	js := dashGet(t, base+"dashboard.js", "tok").body
 	require.NotContains(t, string(js), "innerHTML")
-	require.Contains(t, string(js), "fetch('data'")
+	require.Contains(t, string(js), "new URL('data', document.baseURI)")
+	require.Contains(t, string(js), "fetch(dataURL.href")
 
 	// Unknown paths and other methods are refused.
 	resp := dashGet(t, base+"nothing", "tok")
@@ -227,7 +229,7 @@ func TestDashboardData(t *testing.T) {
 		})))
 
 	first, _ := getDashData(t, base+"data", "tok")
-	require.Equal(t, 1, first.Version)
+	require.Equal(t, 2, first.Version)
 	require.Equal(t, "dash", first.Pool)
 	require.True(t, first.Metrics)
 	require.InDelta(t, 0.1, first.RefreshSeconds, 1e-9)

@@ -57,32 +57,70 @@ type HealthReport struct {
 	CheckedAt time.Time
 }
 
-// MarshalJSON writes the report with snake_case keys and latency in
-// milliseconds, as HealthHandler serves it to anyone: without Detail, and
-// each replica without its address and detail (StatsHandler shows those).
+// MarshalJSON writes the report as HealthHandler serves it to the callers
+// HealthDetails lets through: snake_case keys, the latency in seconds
+// (latency_seconds), checked_at in RFC 3339 (UTC), without Detail, and each
+// replica without its address and detail (StatsHandler shows those).
+// docs/http.md gives the schema.
 func (r HealthReport) MarshalJSON() ([]byte, error) {
-	type publicReplica struct {
-		Healthy    bool      `json:"healthy"`
-		InRecovery bool      `json:"in_recovery"`
-		Usable     bool      `json:"usable"`
-		Reason     string    `json:"reason,omitempty"`
-		LagSeconds float64   `json:"lag_seconds"`
-		CheckedAt  time.Time `json:"checked_at"`
-	}
-	var replicas []publicReplica
+	replicas := make([]healthReplicaJSON, 0, len(r.Replicas))
 	for _, s := range r.Replicas {
-		replicas = append(replicas, publicReplica{s.Healthy, s.InRecovery, s.Usable, s.Reason, s.Lag.Seconds(), s.CheckedAt})
+		replicas = append(replicas, healthReplicaJSON{s.Healthy, s.InRecovery, s.Usable, s.Reason, s.Lag.Seconds(),
+			jsonTimeOrNull(s.CheckedAt)})
 	}
-	return json.Marshal(struct {
-		Status        HealthStatus    `json:"status"`
-		Reason        string          `json:"reason,omitempty"`
-		LatencyMS     float64         `json:"latency_ms"`
-		ServerVersion string          `json:"server_version,omitempty"`
-		InRecovery    bool            `json:"in_recovery"`
-		Pool          PoolStats       `json:"pool"`
-		Replicas      []publicReplica `json:"replicas,omitempty"`
-		CheckedAt     time.Time       `json:"checked_at"`
-	}{r.Status, r.Reason, float64(r.Latency) / float64(time.Millisecond), r.ServerVersion, r.InRecovery, r.Pool, replicas, r.CheckedAt.UTC()})
+	if len(replicas) == 0 {
+		replicas = nil
+	}
+	return json.Marshal(healthReportJSON{r.Status, r.Reason, r.Latency.Seconds(), r.ServerVersion, r.InRecovery, r.Pool,
+		replicas, jsonTimeOrNull(r.CheckedAt)})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote (the replicas without their
+// address and detail).
+func (r *HealthReport) UnmarshalJSON(b []byte) error {
+	var in healthReportJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	checked, err := parseJSONTime(in.CheckedAt)
+	if err != nil {
+		return err
+	}
+	out := HealthReport{Status: in.Status, Reason: in.Reason, Latency: seconds(in.LatencySeconds),
+		ServerVersion: in.ServerVersion, InRecovery: in.InRecovery, Pool: in.Pool, CheckedAt: checked}
+	for _, s := range in.Replicas {
+		at, err := parseJSONTime(s.CheckedAt)
+		if err != nil {
+			return err
+		}
+		out.Replicas = append(out.Replicas, ReplicaStatus{Healthy: s.Healthy, InRecovery: s.InRecovery, Usable: s.Usable,
+			Reason: s.Reason, Lag: seconds(s.LagSeconds), CheckedAt: at})
+	}
+	*r = out
+	return nil
+}
+
+// healthReportJSON is HealthReport's JSON.
+type healthReportJSON struct {
+	Status         HealthStatus        `json:"status"`
+	Reason         string              `json:"reason,omitempty"`
+	LatencySeconds float64             `json:"latency_seconds"`
+	ServerVersion  string              `json:"server_version,omitempty"`
+	InRecovery     bool                `json:"in_recovery"`
+	Pool           PoolStats           `json:"pool"`
+	Replicas       []healthReplicaJSON `json:"replicas,omitempty"`
+	CheckedAt      *string             `json:"checked_at"`
+}
+
+// healthReplicaJSON is a replica in HealthReport's JSON: ReplicaStatus's
+// without Addr and Detail.
+type healthReplicaJSON struct {
+	Healthy    bool    `json:"healthy"`
+	InRecovery bool    `json:"in_recovery"`
+	Usable     bool    `json:"usable"`
+	Reason     string  `json:"reason,omitempty"`
+	LagSeconds float64 `json:"lag_seconds"`
+	CheckedAt  *string `json:"checked_at"`
 }
 
 // Health checks the database within Config.HealthTimeout (default 1s) and

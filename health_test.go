@@ -2,8 +2,8 @@ package pgkit_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
-	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
+	"github.com/pgkit-dev/pgkit/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
@@ -125,6 +126,9 @@ func TestPoolStatsCounters(t *testing.T) {
 	c.Release()
 }
 
+// TestHealthHandler: the default body is the status alone, for anyone;
+// HealthDetails gives the whole report to the requests it accepts, with the
+// same status code, and the status alone to the others.
 func TestHealthHandler(t *testing.T) {
 	t.Parallel()
 	const secret = "handler-s3cret"
@@ -132,19 +136,41 @@ func TestHealthHandler(t *testing.T) {
 	srv := httptest.NewServer(pgkit.HealthHandler(db))
 	defer srv.Close()
 
-	code, body := get(t, srv.URL, "")
-	require.Equal(t, http.StatusOK, code)
-	var report map[string]any
-	require.NoError(t, json.Unmarshal([]byte(body), &report))
-	require.Equal(t, "up", report["status"])
-	require.Contains(t, report, "latency_ms")
-	require.Contains(t, report, "server_version")
-	pool := report["pool"].(map[string]any)
-	for _, k := range []string{"size", "acquired", "idle", "max", "utilization", "waiting", "acquire_count", "acquire_wait_seconds"} {
-		require.Contains(t, pool, k)
+	for _, auth := range []string{"", "Bearer ops", "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:ops"))} {
+		code, body := get(t, srv.URL, auth)
+		require.Equal(t, http.StatusOK, code)
+		require.JSONEq(t, `{"status":"up"}`, body, "without HealthDetails no one gets details (%q)", auth)
 	}
-	require.NotContains(t, body, secret)
-	require.NotContains(t, body, "postgres://")
+
+	details := httptest.NewServer(pgkit.HealthHandler(db, pgkit.HealthDetails(pgkit.BearerToken("ops"))))
+	defer details.Close()
+	for _, auth := range []string{"", "Bearer wrong", "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:wrong"))} {
+		code, body := get(t, details.URL, auth)
+		require.Equal(t, http.StatusOK, code, auth)
+		require.JSONEq(t, `{"status":"up"}`, body, "refused requests get the status alone (%q)", auth)
+	}
+	for _, auth := range []string{"Bearer ops", "Basic " + base64.StdEncoding.EncodeToString([]byte("anyone:ops"))} {
+		code, body := get(t, details.URL, auth)
+		require.Equal(t, http.StatusOK, code)
+		var report map[string]any
+		require.NoError(t, json.Unmarshal([]byte(body), &report))
+		require.Equal(t, "up", report["status"])
+		for _, k := range []string{"latency_seconds", "server_version", "in_recovery", "pool", "checked_at"} {
+			require.Contains(t, report, k, auth)
+		}
+		require.Positive(t, report["latency_seconds"])
+		pool := report["pool"].(map[string]any)
+		for _, k := range []string{"size", "acquired", "idle", "max", "utilization", "waiting", "acquire_count", "acquire_wait_seconds"} {
+			require.Contains(t, pool, k)
+		}
+		require.NotContains(t, body, secret)
+		require.NotContains(t, body, "postgres://")
+		require.NotContains(t, body, "127.0.0.1")
+	}
+	allowAll := httptest.NewServer(pgkit.HealthHandler(db, pgkit.HealthDetails(nil)))
+	defer allowAll.Close()
+	_, body := get(t, allowAll.URL, "Bearer ops")
+	require.JSONEq(t, `{"status":"up"}`, body, "a nil authorize lets no one see details")
 
 	down, err := pgkit.Open(context.Background(), pgkit.Config{
 		URL:         "postgres://postgres:" + secret + "@127.0.0.1:" + closedPort(t) + "/db",
@@ -152,13 +178,37 @@ func TestHealthHandler(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer down.Close()
-	srvDown := httptest.NewServer(pgkit.HealthHandler(down))
+	srvDown := httptest.NewServer(pgkit.HealthHandler(down, pgkit.HealthDetails(pgkit.BearerToken("ops"))))
 	defer srvDown.Close()
-	code, body = get(t, srvDown.URL, "")
+	code, body := get(t, srvDown.URL, "")
 	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.JSONEq(t, `{"status":"down","reason":"cannot reach the server: connection refused"}`, body)
+	code, body = get(t, srvDown.URL, "Bearer ops")
+	require.Equal(t, http.StatusServiceUnavailable, code, "details come with the same status code")
 	require.Contains(t, body, `"status":"down"`)
+	require.Contains(t, body, `"latency_seconds":0`)
 	require.NotContains(t, body, secret)
 	require.NotContains(t, body, "127.0.0.1")
+	require.NotContains(t, body, "detail")
+}
+
+// TestHealthHandlerDegraded: a pool with every connection checked out is
+// degraded, and HealthHandler still answers 200.
+func TestHealthHandlerDegraded(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{MaxConns: 1, HealthTimeout: healthTimeout})
+	c, err := db.Acquire(context.Background())
+	require.NoError(t, err)
+	defer c.Release()
+	srv := httptest.NewServer(pgkit.HealthHandler(db))
+	defer srv.Close()
+	code, body := get(t, srv.URL, "")
+	require.Equal(t, http.StatusOK, code)
+	var got map[string]string
+	require.NoError(t, json.Unmarshal([]byte(body), &got))
+	require.Equal(t, "degraded", got["status"])
+	require.Contains(t, got["reason"], "pool exhausted")
+	require.Len(t, got, 2, body)
 }
 
 func TestStatsHandler(t *testing.T) {
@@ -174,12 +224,15 @@ func TestStatsHandler(t *testing.T) {
 
 	srv := httptest.NewServer(pgkit.StatsHandler(db, pgkit.BearerToken("admin-token")))
 	defer srv.Close()
-	for _, bad := range []string{"", "Bearer wrong", "Bearer admin-token-and-more", "admin-token", "Basic admin-token"} {
+	for _, bad := range []string{"", "Bearer wrong", "Bearer admin-token-and-more", "admin-token", "Basic admin-token",
+		"Basic " + base64.StdEncoding.EncodeToString([]byte("admin-token:wrong"))} {
 		code, body = get(t, srv.URL, bad)
 		require.Equal(t, http.StatusUnauthorized, code, bad)
 		require.JSONEq(t, `{"error":"unauthorized"}`, body)
 	}
 
+	code, _ = get(t, srv.URL, "Basic "+base64.StdEncoding.EncodeToString([]byte("admin:admin-token")))
+	require.Equal(t, http.StatusOK, code, "Basic credentials with the token as the password")
 	code, body = get(t, srv.URL, "Bearer admin-token")
 	require.Equal(t, http.StatusOK, code)
 	var got struct {
@@ -191,7 +244,7 @@ func TestStatsHandler(t *testing.T) {
 	require.NotNil(t, got.Healthy)
 	require.True(t, *got.Healthy)
 	require.Equal(t, float64(2), got.PoolStats["max"])
-	ts, err := time.Parse(time.RFC3339, got.Timestamp)
+	ts, err := time.Parse(time.RFC3339Nano, got.Timestamp)
 	require.NoError(t, err)
 	require.True(t, strings.HasSuffix(got.Timestamp, "Z"), "timestamp in UTC: %s", got.Timestamp)
 	require.WithinDuration(t, time.Now(), ts, time.Minute)

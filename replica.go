@@ -41,16 +41,37 @@ type ReplicaStatus struct {
 	Detail string `json:"detail,omitempty"`
 	// CheckedAt is when the status was last set (zero before the first
 	// check).
-	CheckedAt time.Time `json:"checked_at"`
+	CheckedAt time.Time `json:"-"`
 }
 
-// MarshalJSON writes the status with the lag in seconds.
+// MarshalJSON writes the status with the lag in seconds (lag_seconds) and
+// checked_at in RFC 3339 (UTC), null before the first check.
 func (s ReplicaStatus) MarshalJSON() ([]byte, error) {
 	type plain ReplicaStatus
 	return json.Marshal(struct {
 		plain
 		LagSeconds float64 `json:"lag_seconds"`
-	}{plain(s), s.Lag.Seconds()})
+		CheckedAt  *string `json:"checked_at"`
+	}{plain(s), s.Lag.Seconds(), jsonTimeOrNull(s.CheckedAt)})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (s *ReplicaStatus) UnmarshalJSON(b []byte) error {
+	type plain ReplicaStatus
+	in := struct {
+		*plain
+		LagSeconds float64 `json:"lag_seconds"`
+		CheckedAt  *string `json:"checked_at"`
+	}{plain: (*plain)(s)}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	at, err := parseJSONTime(in.CheckedAt)
+	if err != nil {
+		return err
+	}
+	s.Lag, s.CheckedAt = seconds(in.LagSeconds), at
+	return nil
 }
 
 // Reader returns the Querier for read-only work that may see data a moment

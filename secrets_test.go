@@ -206,9 +206,10 @@ func TestOpenErrorsHoldNoPassword(t *testing.T) {
 	}
 }
 
-// TestHealthHandlerHidesReplicas: a replica that is down shows in
-// HealthHandler's public body as not usable, with a generic reason, without
-// its address, user or database; StatsHandler gives operators all three.
+// TestHealthHandlerHidesReplicas: a replica that is down is in no part of
+// HealthHandler's status body; its details body shows it as not usable,
+// with a generic reason, without its address, user or database;
+// StatsHandler gives operators all three.
 func TestHealthHandlerHidesReplicas(t *testing.T) {
 	t.Parallel()
 	const user, dbName = "replica_user_4471", "replica_db_4472"
@@ -218,8 +219,11 @@ func TestHealthHandlerHidesReplicas(t *testing.T) {
 	require.Len(t, db.Replicas(), 1)
 	require.False(t, db.Replicas()[0].Usable)
 
-	srv := httptest.NewServer(pgkit.HealthHandler(db))
+	srv := httptest.NewServer(pgkit.HealthHandler(db, pgkit.HealthDetails(pgkit.BearerToken("ops"))))
 	code, body := get(t, srv.URL, "")
+	require.Equal(t, http.StatusOK, code, "a replica down does not make the database down")
+	require.JSONEq(t, `{"status":"up"}`, body)
+	code, body = get(t, srv.URL, "Bearer ops")
 	srv.Close()
 	require.Equal(t, http.StatusOK, code, "a replica down does not make the database down")
 	var public struct {

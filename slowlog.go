@@ -2,6 +2,7 @@ package pgkit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,19 +15,55 @@ import (
 )
 
 // SlowQuery is one statement that took longer than Config.SlowQueryThreshold,
-// as kept by DB.SlowQueries. It holds no argument values.
+// as kept by DB.SlowQueries. It holds no argument values. Its JSON (the
+// dashboard's slow_queries) has time in RFC 3339 (UTC) and the duration in
+// seconds, as duration_seconds; docs/http.md gives the schema.
 type SlowQuery struct {
-	Time time.Time `json:"time"`
+	// Time is when it ended.
+	Time time.Time `json:"-"`
 	// Role is where it ran: "primary", or "replica" (DB.Reader, OnReplica).
 	Role     string        `json:"role"`
 	Name     string        `json:"name"`
 	Op       string        `json:"op"`
-	Duration time.Duration `json:"duration_ns"`
+	Duration time.Duration `json:"-"`
 	// SQL is the statement with whitespace folded, cut at Config.MaxLoggedSQL.
 	SQL  string `json:"sql"`
 	Rows int64  `json:"rows"`
 	// SQLState is the server's error code when the statement failed.
 	SQLState string `json:"sqlstate,omitempty"`
+}
+
+// MarshalJSON writes the query with time in RFC 3339 (UTC) and
+// duration_seconds.
+func (q SlowQuery) MarshalJSON() ([]byte, error) {
+	type plain SlowQuery
+	return json.Marshal(struct {
+		Time string `json:"time"`
+		plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{jsonTime(q.Time), plain(q), q.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (q *SlowQuery) UnmarshalJSON(b []byte) error {
+	type plain SlowQuery
+	in := struct {
+		Time string `json:"time"`
+		*plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain: (*plain)(q)}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	if in.Time != "" {
+		t, err := time.Parse(time.RFC3339Nano, in.Time)
+		if err != nil {
+			return err
+		}
+		q.Time = t
+	}
+	q.Duration = seconds(in.DurationSeconds)
+	return nil
 }
 
 // slowRing keeps the last slow queries for DB.SlowQueries.

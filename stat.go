@@ -45,8 +45,8 @@ type PoolStats struct {
 	ClosedForIdle int64 `json:"closed_for_idle"`
 }
 
-// MarshalJSON writes the stats with snake_case keys and the wait times as
-// acquire_wait_seconds and empty_acquire_wait_seconds.
+// MarshalJSON writes the stats with snake_case keys and the wait times in
+// seconds, as acquire_wait_seconds and empty_acquire_wait_seconds.
 func (s PoolStats) MarshalJSON() ([]byte, error) {
 	type plain PoolStats
 	return json.Marshal(struct {
@@ -54,6 +54,21 @@ func (s PoolStats) MarshalJSON() ([]byte, error) {
 		AcquireWait      float64 `json:"acquire_wait_seconds"`
 		EmptyAcquireWait float64 `json:"empty_acquire_wait_seconds"`
 	}{plain(s), s.AcquireWait.Seconds(), s.EmptyAcquireWait.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (s *PoolStats) UnmarshalJSON(b []byte) error {
+	type plain PoolStats
+	in := struct {
+		*plain
+		AcquireWait      float64 `json:"acquire_wait_seconds"`
+		EmptyAcquireWait float64 `json:"empty_acquire_wait_seconds"`
+	}{plain: (*plain)(s)}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	s.AcquireWait, s.EmptyAcquireWait = seconds(in.AcquireWait), seconds(in.EmptyAcquireWait)
+	return nil
 }
 
 // PoolStats reads the pool's statistics now (the primary's pool; a

@@ -210,7 +210,7 @@
         el('td', '', isNaN(t) ? '' : t.toLocaleTimeString('en-GB')),
         el('td', '', String(q.name || '')),
         el('td', '', String(q.op || '')),
-        el('td', 'num', fmtMS(num(q.duration_ns) === null ? null : q.duration_ns / 1e6)),
+        el('td', 'num', fmtMS(num(q.duration_seconds) === null ? null : q.duration_seconds * 1000)),
         el('td', 'num', fmtNum(num(q.rows))));
       const sql = el('td', 'sql', String(q.sql || ''));
       if (q.sqlstate) sql.append(el('span', 'badge', String(q.sqlstate)));
@@ -285,9 +285,17 @@
     s.textContent = text;
   }
 
+  // The data's URL: "data" next to the page, without the user name and
+  // password of a page opened as http://user:token@host/.../ (fetch refuses
+  // a URL that holds them; the browser sends the Basic credentials it keeps
+  // for the page's origin by itself).
+  const dataURL = new URL('data', document.baseURI);
+  dataURL.username = '';
+  dataURL.password = '';
+
   async function poll() {
     try {
-      const res = await fetch('data', { cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      const res = await fetch(dataURL.href, { cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' } });
       if (!res.ok) throw new Error('HTTP ' + res.status + (res.status === 401 ? ' (not authorized)' : ''));
       update(await res.json());
       setStatus('live', 'live · updated ' + new Date().toLocaleTimeString('en-GB') + ' · every ' + refreshMS / 1000 + ' s');

@@ -48,11 +48,16 @@ func (s *Server) authed(h tenantHandler) http.Handler {
 	})
 }
 
-// adminOnly answers 401 unless authorize accepts the request.
+// adminOnly answers 401 unless authorize accepts the request. authorize is
+// pgkit.BearerToken of the admin token, as for /api/admin/db-stats and
+// /debug/pgkit/: the token as "Authorization: Bearer <token>", or as the
+// password of Basic credentials (any user name), which is what a browser
+// sends after the prompt the Basic challenge brings up.
 func (s *Server) adminOnly(authorize func(*http.Request) bool, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !authorize(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="chat-admin"`)
+			w.Header().Add("WWW-Authenticate", `Bearer realm="chat-admin"`)
+			w.Header().Add("WWW-Authenticate", `Basic realm="chat-admin", charset="UTF-8"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized")
 			return
 		}
