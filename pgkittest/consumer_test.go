@@ -18,9 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// consumerTest is a service's own _test.go, as README's "Testing your
-// service" shows it: its migrations embedded, a database per test. Lines
-// marked LEAK and NPLUSONE are where the failing tests go wrong.
+// consumerTest is a service's own _test.go, as docs/testing.md shows it:
+// its migrations embedded, a database per test. Lines marked LEAK and
+// NPLUSONE are where the failing tests go wrong.
 const consumerTest = `package svc
 
 import (
@@ -134,21 +134,20 @@ func TestConsumerModule(t *testing.T) {
 	out, err := goCmd("test", "-count=1", "-run", "^TestParallel$", ".")
 	require.NoError(t, err, out)
 
-	// README's "Testing your service" test, as it is, in a package of its
-	// own with a users table.
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	// docs/testing.md's test, as it is (its first Go block), in a package
+	// of its own with a users table.
+	page, err := os.ReadFile(filepath.Join(root, "docs", "testing.md"))
 	require.NoError(t, err)
-	block := string(readme)
-	i := strings.Index(block, "## Testing your service")
-	require.GreaterOrEqual(t, i, 0)
-	block = block[i:]
-	block = block[strings.Index(block, "```go\n")+len("```go\n"):]
+	block := string(page)
+	i := strings.Index(block, "```go\n")
+	require.GreaterOrEqual(t, i, 0, "docs/testing.md has a Go block")
+	block = block[i+len("```go\n"):]
 	block = block[:strings.Index(block, "```")]
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "readme", "migrations"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "readme", "migrations", "001_users.sql"), []byte(consumerMigration), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "readme", "svc_test.go"), []byte(block), 0o644))
 	out, err = goCmd("test", "-count=1", "./readme/")
-	require.NoError(t, err, "README's test: %s", out)
+	require.NoError(t, err, "docs/testing.md's test: %s", out)
 
 	out, err = goCmd("test", "-count=1", "-run", "^TestLeak$", ".")
 	require.Error(t, err, "a test that leaks a connection fails")
