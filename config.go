@@ -1,6 +1,8 @@
 package pgkit
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -74,7 +77,10 @@ func DefaultMaxConns() int32 {
 // field.
 type Config struct {
 	// URL is the connection string, as a postgres:// URL or a key=value DSN,
-	// including pgxpool's pool_* parameters. Required. Its password never
+	// including pgxpool's pool_* parameters. What it leaves out comes from
+	// the libpq environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD,
+	// PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT, ...), as with pgx and psql;
+	// empty, the environment alone says where to connect. Its password never
 	// appears in an error, log line or HTTP response from pgkit.
 	URL string
 
@@ -273,13 +279,43 @@ type Config struct {
 	// found by type assertion. A pgxpool.AcquireTracer must not keep the
 	// context it is given past its TraceAcquireEnd. Default: none.
 	Tracer pgx.QueryTracer
+
+	// The hooks below are pgxpool's, for every pool of the DB (the
+	// primary's and each replica's). pgkit's own uses of them still run:
+	// a hook of yours never replaces pgkit's tuning.
+
+	// BeforeConnect may change the configuration of each new connection
+	// before it is dialled: a password that rotates, such as a cloud IAM
+	// token, is set here (cc.Password). It runs after the connection
+	// backoff (ConnectBackoff) lets the attempt through; an error fails the
+	// attempt. Default: none.
+	BeforeConnect func(ctx context.Context, cc *pgx.ConnConfig) error
+	// AfterConnect runs once on each new connection before the pool hands
+	// it out: register types here (pgvector, enums, composite types, with
+	// conn.LoadType and conn.TypeMap().RegisterType). An error closes the
+	// connection and fails the call that was waiting for it. Default: none.
+	AfterConnect func(ctx context.Context, conn *pgx.Conn) error
+	// PrepareConn runs on every checkout, before the liveness ping
+	// (PingTimeout); returning false or an error destroys the connection
+	// (see pgxpool.Config.PrepareConn). Default: none.
+	PrepareConn func(ctx context.Context, conn *pgx.Conn) (bool, error)
+	// AfterRelease runs when a connection goes back to the pool; returning
+	// false destroys it instead. Default: none.
+	AfterRelease func(conn *pgx.Conn) bool
+	// DialFunc opens the network connection to the server (through a
+	// proxy, a tunnel, a cloud connector). On what it returns, when that is
+	// a *net.TCPConn, pgkit sets TCP keepalives (KeepaliveIdle,
+	// KeepaliveInterval, KeepaliveCount) and TCPUserTimeout, and Close
+	// closes it like its own. Default: a net.Dialer with those settings.
+	DialFunc pgconn.DialFunc
+	// TLSConfig, when set, is used for every connection in place of the
+	// URL's sslmode, sslrootcert, sslcert and sslkey, and a connection
+	// without TLS is never tried. Default: nil, the URL decides.
+	TLSConfig *tls.Config
 }
 
 // validate refuses what Open cannot honour, naming the field.
 func (cfg *Config) validate() error {
-	if cfg.URL == "" {
-		return &ConfigError{Struct: "Config", Field: "URL", Reason: "required"}
-	}
 	if cfg.MaxConns < 0 {
 		return &ConfigError{Struct: "Config", Field: "MaxConns", Reason: fmt.Sprintf("must be at least 1 (got %d)", cfg.MaxConns)}
 	}
@@ -449,13 +485,7 @@ func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 	pcfg.PingTimeout = max(cfg.PingTimeout, 0)
 	pcfg.ConnConfig.ConnectTimeout = max(cfg.ConnectTimeout, 0)
 
-	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
-		Enable:   true,
-		Idle:     cfg.KeepaliveIdle,
-		Interval: cfg.KeepaliveInterval,
-		Count:    cfg.KeepaliveCount,
-	}, ControlContext: tcpUserTimeout(cfg.TCPUserTimeout)}
-	pcfg.ConnConfig.DialFunc = dialer.DialContext
+	cfg.hook(pcfg)
 
 	rp := pcfg.ConnConfig.RuntimeParams
 	rp["application_name"] = cfg.ApplicationName
@@ -480,6 +510,18 @@ func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 func (cfg *Config) trace(pcfg *pgxpool.Config, t *tracer) {
 	pt := &poolTracer{tracer: t, conns: newConnectBackoff(cfg, pcfg)}
 	pcfg.BeforeConnect = pt.conns.beforeConnect
+	if user := cfg.BeforeConnect; user != nil {
+		pcfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+			if err := pt.conns.beforeConnect(ctx, cc); err != nil {
+				return err
+			}
+			if err := user(ctx, cc); err != nil {
+				pt.conns.ended(err) // an attempt that failed: it counts toward the backoff
+				return err
+			}
+			return nil
+		}
+	}
 	pcfg.ConnConfig.Tracer = pt
 	pcfg.BeforeClose = t.connClosed
 	if cfg.Tracer != nil {

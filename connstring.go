@@ -2,6 +2,7 @@ package pgkit
 
 import (
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -11,6 +12,18 @@ import (
 // (they win over pgkit's defaults) and which password to keep out of errors.
 // It never fails: a string pgx cannot parse is reported by pgx itself.
 func connParams(connString string) map[string]string {
+	params := urlParams(connString)
+	// The libpq environment fills what the string leaves out, as pgx does.
+	for key, env := range map[string]string{"password": "PGPASSWORD", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT"} {
+		if v := os.Getenv(env); v != "" && params[key] == "" {
+			params[key] = v
+		}
+	}
+	return params
+}
+
+// urlParams is connParams without the environment.
+func urlParams(connString string) map[string]string {
 	params := make(map[string]string)
 	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
 		u, err := url.Parse(connString)

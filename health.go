@@ -156,7 +156,7 @@ const closedReason = "closed: DB.Close was called"
 
 func (db *DB) health(ctx context.Context) HealthReport {
 	var r HealthReport
-	busy, latency, err := probe(ctx, db.pool, db.cfg.HealthTimeout,
+	busy, latency, err := probe(ctx, db.pool, &db.cfg,
 		`SELECT current_setting('server_version'), pg_is_in_recovery()`, &r.ServerVersion, &r.InRecovery)
 	switch {
 	case busy && (err == nil || sqlstate(err) != ""): // the server answered (perhaps "too many clients")

@@ -67,6 +67,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, redact(&ConfigError{Struct: "Config", Field: "URL", Reason: "cannot parse", Err: parseError(err, password)}, password)
 	}
+	if password == "" {
+		password = pcfg.ConnConfig.Password // from a passfile or the environment
+	}
 	cfg.applyDefaults(params, pcfg)
 	cfg.configure(pcfg, params)
 	replicas, err := cfg.replicaConfigs()
@@ -131,7 +134,7 @@ func (db *DB) checkServer(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, db.cfg.ConnectTimeout)
 		defer cancel()
 	}
-	conn, err := connectDirect(ctx, db.pool)
+	conn, err := connectDirect(ctx, db.pool, &db.cfg)
 	if err != nil {
 		return err
 	}
@@ -294,6 +297,41 @@ func (db *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 		err = db.acquireErr(err)
 	}
 	return c, err
+}
+
+// AcquireFunc checks a connection out, runs f with it and releases it,
+// whatever f returns; see pgxpool.Pool.AcquireFunc.
+func (db *DB) AcquireFunc(ctx context.Context, f func(*pgxpool.Conn) error) error {
+	c, err := db.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return f(c)
+}
+
+// AcquireAllIdle checks out every idle connection of the primary's pool, at
+// most one attempt each, for work such as warming them; Release each. Nil
+// after Close.
+func (db *DB) AcquireAllIdle(ctx context.Context) []*pgxpool.Conn {
+	if db.closed.Load() {
+		return nil
+	}
+	return db.pool.AcquireAllIdle(ctx)
+}
+
+// Reset closes every connection of the DB's pools (the primary's and the
+// replicas'): idle ones at once, checked-out ones when released. Use it
+// after something made every connection stale, such as a credentials
+// rotation or a failover behind the same address. The pools stay open.
+func (db *DB) Reset() {
+	if db.closed.Load() {
+		return
+	}
+	db.pool.Reset()
+	if db.replicas != nil {
+		db.replicas.reset()
+	}
 }
 
 // Ping checks out a connection and pings the server with it.

@@ -10,15 +10,15 @@ import (
 )
 
 // probe is the one check Health and the replica checks run: sql, scanned
-// into dest, on pool within ctx (bounded by the caller's HealthTimeout). It
+// into dest, on pool within ctx (bounded by the caller's cfg.HealthTimeout). It
 // gives the pool half of timeout to lend a connection, so that when none
 // comes because every one is checked out, the other half can open a
 // connection of the probe's own (untraced, outside the pool) and tell a busy
 // pool (the server answers) from a server that does not. busy reports that
 // the pool had no connection to lend; latency is the query's round trip.
-func probe(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, sql string, dest ...any) (busy bool, latency time.Duration, err error) {
+func probe(ctx context.Context, pool *pgxpool.Pool, cfg *Config, sql string, dest ...any) (busy bool, latency time.Duration, err error) {
 	ctx = WithQueryName(ctx, healthQueryName)
-	acquireCtx, cancel := context.WithTimeout(ctx, timeout/2)
+	acquireCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout/2)
 	conn, err := pool.Acquire(acquireCtx)
 	cancel()
 	if err == nil {
@@ -32,7 +32,7 @@ func probe(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, sql s
 	}
 	// Every connection is checked out: busy callers, or callers stuck on a
 	// server that stopped answering. A connection of the probe's own tells.
-	direct, err := connectDirect(ctx, pool)
+	direct, err := connectDirect(ctx, pool, cfg)
 	if err != nil {
 		return true, 0, err
 	}
@@ -52,9 +52,14 @@ func busyPool(pool *pgxpool.Pool, err error) bool {
 
 // connectDirect opens a connection to pool's server outside the pool and
 // untraced, so that neither AcquireTimeout nor the pool's metrics have a say
-// in it.
-func connectDirect(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
+// in it. cfg.BeforeConnect has its say: it may hold the password.
+func connectDirect(ctx context.Context, pool *pgxpool.Pool, cfg *Config) (*pgx.Conn, error) {
 	cc := pool.Config().ConnConfig
 	cc.Tracer = nil
+	if cfg.BeforeConnect != nil {
+		if err := cfg.BeforeConnect(ctx, cc); err != nil {
+			return nil, err
+		}
+	}
 	return pgx.ConnectConfig(ctx, cc)
 }

@@ -208,6 +208,13 @@ func (s *replicaSet) closePools() {
 	s.tracer.close()
 }
 
+// reset closes every replica's connections (DB.Reset).
+func (s *replicaSet) reset() {
+	for _, r := range s.members {
+		r.pool.Reset()
+	}
+}
+
 func (s *replicaSet) pools() []*pgxpool.Pool {
 	out := make([]*pgxpool.Pool, len(s.members))
 	for i, r := range s.members {
@@ -271,7 +278,7 @@ func (r *replica) check(ctx context.Context) {
 	defer cancel()
 	st := ReplicaStatus{Addr: r.addr}
 	var lag float64
-	_, _, err := probe(ctx, r.pool, r.set.primary.cfg.HealthTimeout, replicaCheckSQL, &st.InRecovery, &lag)
+	_, _, err := probe(ctx, r.pool, &r.set.primary.cfg, replicaCheckSQL, &st.InRecovery, &lag)
 	st.Lag = time.Duration(lag * float64(time.Second))
 	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {

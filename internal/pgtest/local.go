@@ -102,6 +102,11 @@ func startLocal(ctx context.Context, bins pgBins, opts ...Option) (_ *Cluster, e
 		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, tail(out, 2000))
 	}
 
+	for _, f := range lc.opts.dataFiles {
+		if err := writeServerFile(filepath.Join(lc.dataDir, f.name), f.content, as); err != nil {
+			return nil, err
+		}
+	}
 	if err := lc.startOnFreePort(ctx); err != nil {
 		return nil, err
 	}

@@ -50,8 +50,20 @@ const (
 type Option func(*options)
 
 type options struct {
-	settings []setting
-	owner    int // WithOwner's process; 0: this one
+	settings  []setting
+	owner     int // WithOwner's process; 0: this one
+	dataFiles []dataFile
+}
+
+type dataFile struct{ name, content string }
+
+// WithDataFile writes a file into a local cluster's data directory after
+// initdb, owned by the server's OS user with mode 0600: pg_hba.conf to
+// replace initdb's (keep trust for postgres on 127.0.0.1, which the
+// harness connects as), server.crt and server.key for
+// WithSetting("ssl", "on"). The Docker path ignores it.
+func WithDataFile(name, content string) Option {
+	return func(o *options) { o.dataFiles = append(o.dataFiles, dataFile{name, content}) }
 }
 
 // WithOwner ties a local cluster's life to process pid instead of this
