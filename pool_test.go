@@ -98,7 +98,6 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		field string
 		cfg   pgkit.Config
 	}{
-		{"URL", pgkit.Config{}},
 		{"URL", pgkit.Config{URL: "postgres://postgres@127.0.0.1:notaport/db"}},
 		{"URL", pgkit.Config{URL: "host=127.0.0.1 pool_max_conns=many"}},
 		{"MaxConns", pgkit.Config{URL: url, MaxConns: -1}},
