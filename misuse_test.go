@@ -150,7 +150,10 @@ func TestConfigStructsRefuseFieldsAlike(t *testing.T) {
 		struc, field string
 		message      string
 	}{
-		{func() error { _, err := pgkit.Open(ctx, pgkit.Config{URL: "host=127.0.0.1 pool_max_conns=many"}); return err }(), "Config", "URL", "pgkit: invalid Config.URL: cannot parse: cannot parse `host=127.0.0.1 pool_max_conns=many`: cannot parse pool_max_conns (strconv.ParseInt: parsing \"many\": invalid syntax)"},
+		{func() error {
+			_, err := pgkit.Open(ctx, pgkit.Config{URL: "host=127.0.0.1 pool_max_conns=many"})
+			return err
+		}(), "Config", "URL", "pgkit: invalid Config.URL: cannot parse: cannot parse `host=127.0.0.1 pool_max_conns=many`: cannot parse pool_max_conns (strconv.ParseInt: parsing \"many\": invalid syntax)"},
 		{func() error { _, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{}); return err }(), "WriterConfig", "Table", "pgkit: invalid WriterConfig.Table: required"},
 		{func() error {
 			_, err := pgkit.NewWriter(db, pgkit.WriterConfig[event]{Table: "events", BatchSize: -1})

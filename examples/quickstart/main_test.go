@@ -50,23 +50,25 @@ func TestQuickstartServes(t *testing.T) {
 	}
 
 	// Wait for the server: Open first connects, then it listens.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	status := 0
+	var runErr error
+	require.Eventually(t, func() bool {
 		select {
-		case err := <-done:
-			t.Fatalf("run returned before serving: %v", err)
+		case runErr = <-done:
+			return true
 		default:
 		}
 		resp, err := client.Get("http://" + addr + "/healthz")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			require.Equal(t, http.StatusOK, resp.StatusCode)
-			break
+		if err != nil {
+			return false
 		}
-		require.False(t, time.Now().After(deadline), "the server did not listen on %s: %v", addr, err)
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status = resp.StatusCode
+		return true
+	}, time.Minute, 20*time.Millisecond, "the server did not listen on %s", addr)
+	require.NoError(t, runErr, "run returned before serving")
+	require.Equal(t, http.StatusOK, status)
 
 	resp, body := get("/now")
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
