@@ -3,7 +3,10 @@ package pgkit
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // clientBound is ClientTimeout on one connection: the statement in flight
@@ -21,6 +24,31 @@ type clientBound struct {
 	since   int64    // UnixNano the bounded statement started; 0: none in flight
 	sock    net.Conn // its socket
 	expired bool     // the watcher ended it
+
+	// limit, when not 0, replaces ClientTimeout on this connection until it
+	// goes back to the pool: WithStatementTimeout's longer statements.
+	limit atomic.Int64
+}
+
+// liftClientBound makes ClientTimeout d plus DefaultClientTimeoutMargin on
+// conn until it goes back to the pool (TraceRelease resets it), so a
+// statement_timeout of d set on the server fires first. A connection pgkit
+// does not trace has no ClientTimeout to lift.
+func liftClientBound(conn *pgx.Conn, d time.Duration) {
+	if conn == nil {
+		return // a fake pgx.Tx in a unit test
+	}
+	if cs, ok := conn.PgConn().CustomData()[connStateKey].(*connState); ok {
+		cs.bound.limit.Store(int64(d + DefaultClientTimeoutMargin))
+	}
+}
+
+// unlift ends liftClientBound's limit; on every release, so it costs one
+// load when there is none.
+func (b *clientBound) unlift() {
+	if b.limit.Load() != 0 {
+		b.limit.Store(0)
+	}
 }
 
 // boundPeriod is how often the watcher looks: an eighth of ClientTimeout,
@@ -51,6 +79,9 @@ func (b *clientBound) end() (expired bool) {
 func (b *clientBound) expire(now time.Time, timeout time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if l := b.limit.Load(); l != 0 {
+		timeout = time.Duration(l)
+	}
 	if b.since == 0 || b.expired || now.UnixNano()-b.since < int64(timeout) {
 		return
 	}

@@ -136,17 +136,25 @@ func catalogCache(q Querier) *sync.Map {
 	case *DB:
 		return &v.catalog
 	case *tx:
-		return &v.db.catalog
-	case interface{ Conn() *pgx.Conn }:
-		data := v.Conn().PgConn().CustomData()
-		if m, ok := data[catalogKey].(*sync.Map); ok {
-			return m
+		if v.catalog != nil {
+			return v.catalog
 		}
-		m := &sync.Map{}
-		data[catalogKey] = m
-		return m
+		return connCatalog(v.Conn())
+	case interface{ Conn() *pgx.Conn }:
+		return connCatalog(v.Conn())
 	}
 	return nil
+}
+
+// connCatalog is the table cache kept on one connection.
+func connCatalog(conn *pgx.Conn) *sync.Map {
+	data := conn.PgConn().CustomData()
+	if m, ok := data[catalogKey].(*sync.Map); ok {
+		return m
+	}
+	m := &sync.Map{}
+	data[catalogKey] = m
+	return m
 }
 
 // tableIdent turns "schema.table" or "table" into a quoted identifier.

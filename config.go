@@ -495,7 +495,7 @@ func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 	}
 	setTimeout := func(name string, d time.Duration) {
 		if d > 0 {
-			rp[name] = strconv.FormatInt(d.Milliseconds(), 10)
+			rp[name] = serverMillis(d)
 		}
 	}
 	setTimeout("statement_timeout", cfg.StatementTimeout)
@@ -616,4 +616,10 @@ func validSettingName(name string) bool {
 		}
 	}
 	return true
+}
+
+// serverMillis is d as a server timeout setting: milliseconds, rounded up,
+// so that a positive d never reads as 0 (which turns the timeout off).
+func serverMillis(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
 }

@@ -229,3 +229,26 @@ func TestShutdownIdle(t *testing.T) {
 	require.NoError(t, db.Shutdown(context.Background()))
 	db.Close() // a second close is harmless
 }
+
+// TestWithStatementTimeoutThroughFrozenServer: a transaction whose
+// statement_timeout was lifted is still bounded on the client, by its own
+// timeout plus DefaultClientTimeoutMargin instead of ClientTimeout.
+func TestWithStatementTimeoutThroughFrozenServer(t *testing.T) {
+	t.Parallel()
+	url, proxy := proxied(t)
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 1, ClientTimeout: frozenBound})
+	ctx := context.Background()
+	lifted := 100 * time.Millisecond
+	var took time.Duration
+	err := pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+		proxy.Pause()
+		defer proxy.Resume()
+		start := time.Now()
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		took = time.Since(start)
+		return err
+	}, pgkit.WithStatementTimeout(lifted))
+	require.True(t, pgconn.Timeout(err), "%v", err)
+	require.Greater(t, took, lifted+pgkit.DefaultClientTimeoutMargin-frozenBound, "lifted past ClientTimeout")
+	require.Less(t, took, lifted+pgkit.DefaultClientTimeoutMargin+frozenSlack, "and still bounded")
+}

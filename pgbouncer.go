@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -57,12 +56,11 @@ func (cfg *Config) localSettings() string {
 		return ""
 	}
 	var b strings.Builder
-	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	if cfg.StatementTimeout > 0 {
-		b.WriteString("; SET LOCAL statement_timeout = " + ms(cfg.StatementTimeout))
+		b.WriteString("; SET LOCAL statement_timeout = " + serverMillis(cfg.StatementTimeout))
 	}
 	if cfg.IdleInTransactionTimeout > 0 {
-		b.WriteString("; SET LOCAL idle_in_transaction_session_timeout = " + ms(cfg.IdleInTransactionTimeout))
+		b.WriteString("; SET LOCAL idle_in_transaction_session_timeout = " + serverMillis(cfg.IdleInTransactionTimeout))
 	}
 	if cfg.EnableJIT {
 		b.WriteString("; SET LOCAL jit = on")

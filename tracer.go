@@ -370,4 +370,5 @@ func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 		t.leaks.released(cs, held)
 	}
 	cs.acquiredAt.Store(0) // after released: a leak scan reads it only while out
+	cs.bound.unlift()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,24 +22,36 @@ type Tx interface {
 	// after a rollback, nor for an attempt that WithRetry retried; hooks
 	// registered inside a savepoint that rolled back are dropped.
 	OnCommit(fn func(ctx context.Context))
-
-	begin(ctx context.Context, fn func(Tx) error, o *txOptions) error
 }
 
-// TxStarter is what InTx runs on: a *DB (a new transaction) or a Tx (a
-// savepoint inside it).
+// TxStarter is what InTx runs on: anything with pgx's Begin. A *DB, a
+// *pgxpool.Pool, a *pgxpool.Conn or a *pgx.Conn begins a new transaction; a
+// Tx, or any other pgx.Tx, makes a savepoint inside its transaction. A fake
+// in a unit test needs only Begin.
 type TxStarter interface {
-	begin(ctx context.Context, fn func(Tx) error, o *txOptions) error
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// InTx runs fn in a transaction on q, a *DB or a Tx:
+// txOptionsStarter is a TxStarter that takes transaction options, as
+// *pgxpool.Pool, *pgxpool.Conn and *pgx.Conn do.
+type txOptionsStarter interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// InTx runs fn in a transaction on q:
 //
-//   - on a *DB it begins a transaction with the options, commits when fn
-//     returns nil, and rolls back when fn returns an error (returned
-//     unchanged) or panics (the panic goes on after the rollback; the
-//     connection goes back to the pool);
-//   - on a Tx it makes a savepoint: an error inside rolls back to it and
-//     leaves the outer transaction usable.
+//   - on a *DB, or any other TxStarter that is not a transaction (a
+//     *pgxpool.Pool, a *pgx.Conn), it begins a transaction with the options,
+//     commits when fn returns nil, and rolls back when fn returns an error
+//     (returned unchanged) or panics (the panic goes on after the rollback;
+//     the connection goes back to the pool);
+//   - on a Tx, or any other pgx.Tx, it makes a savepoint: an error inside
+//     rolls back to it and leaves the outer transaction usable.
+//
+// Only a *DB records the transaction's metrics, knows its replicas
+// (OnReplica) and applies Config.TenantSetting; elsewhere WithTenant sets
+// DefaultTenantSetting. On a TxStarter without BeginTx (a fake), options
+// that set isolation or access mode are refused.
 //
 // With WithRetry, fn runs again in a new transaction after a serialization
 // failure, a deadlock, a connection lost before COMMIT was sent or a cached
@@ -49,11 +62,8 @@ func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOpti
 	if fn == nil {
 		return errors.New("pgkit: InTx: fn is nil")
 	}
-	if q == nil {
-		return errors.New("pgkit: InTx: nil *DB or Tx")
-	}
-	if db, ok := q.(*DB); ok && db == nil {
-		return errors.New("pgkit: InTx: nil *DB")
+	if v := reflect.ValueOf(q); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
+		return fmt.Errorf("pgkit: InTx: nil TxStarter (%T)", q)
 	}
 	o := txOptions{}
 	for _, opt := range opts {
@@ -68,131 +78,33 @@ func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOpti
 	if o.err != nil {
 		return o.err
 	}
-	return q.begin(ctx, fn, &o)
-}
-
-// TxOption configures InTx.
-type TxOption func(*txOptions)
-
-type txOptions struct {
-	tx      pgx.TxOptions
-	timeout time.Duration
-	retry   *RetryPolicy
-	tenant  *string
-	replica bool
-	err     error
-}
-
-// WithIsolation sets the isolation level, e.g. pgx.Serializable. Default: the
-// server's (read committed).
-func WithIsolation(level pgx.TxIsoLevel) TxOption {
-	return func(o *txOptions) { o.tx.IsoLevel = level }
-}
-
-// ReadOnly makes the transaction READ ONLY.
-func ReadOnly() TxOption { return func(o *txOptions) { o.tx.AccessMode = pgx.ReadOnly } }
-
-// OnReplica lets the transaction run on one of Config.ReplicaURLs, picked as
-// DB.Reader picks (the primary when none is healthy), and makes it READ ONLY.
-// Without it a transaction always runs on the primary, ReadOnly or not: a
-// replica lags behind, and only the caller knows whether that is fine. A
-// standby cannot run SERIALIZABLE transactions, so OnReplica with
-// WithIsolation(pgx.Serializable) is refused.
-func OnReplica() TxOption {
-	return func(o *txOptions) { o.replica = true }
-}
-
-// Deferrable makes a SERIALIZABLE READ ONLY transaction DEFERRABLE: it may
-// wait to start, then never fails with a serialization error.
-func Deferrable() TxOption { return func(o *txOptions) { o.tx.DeferrableMode = pgx.Deferrable } }
-
-// WithTimeout bounds the whole InTx call, every attempt and backoff
-// included.
-func WithTimeout(d time.Duration) TxOption {
-	return func(o *txOptions) {
-		if d <= 0 {
-			o.err = fmt.Errorf("pgkit: WithTimeout: the timeout must be positive (got %s)", d)
-		}
-		o.timeout = d
+	switch s := q.(type) {
+	case *DB:
+		return s.inTx(ctx, fn, &o)
+	case *tx:
+		return savepoint(ctx, s.Tx, s, fn, &o)
+	case pgx.Tx:
+		return savepoint(ctx, s, nil, fn, &o)
 	}
-}
-
-// WithTenant makes the transaction's first statement
-// SELECT set_config(<Config.TenantSetting>, id, true), so row-level security
-// policies that read current_setting('app.tenant_id') see only this tenant's
-// rows. The id is a bound parameter, never spliced into SQL. An empty id is
-// refused with ErrEmptyTenant before anything is sent.
-func WithTenant(id string) TxOption {
-	return func(o *txOptions) {
-		if id == "" {
-			o.err = ErrEmptyTenant
-		}
-		o.tenant = &id
+	if o.replica {
+		return fmt.Errorf("pgkit: InTx: OnReplica needs a *pgkit.DB, which knows the replicas (got %T)", q)
 	}
-}
-
-// Defaults WithRetry applies to RetryPolicy fields left at zero.
-const (
-	DefaultRetryMaxAttempts = 5
-	DefaultRetryBaseDelay   = 10 * time.Millisecond
-	DefaultRetryMaxDelay    = time.Second
-)
-
-// RetryPolicy is how WithRetry retries. Zero fields take their defaults;
-// negative ones make InTx return a *ConfigError naming the field.
-type RetryPolicy struct {
-	// MaxAttempts is the most times fn runs, the first included. Default 5.
-	MaxAttempts int
-	// BaseDelay is the backoff before the second attempt; it doubles with each
-	// attempt, up to MaxDelay, and each wait is drawn uniformly from zero to
-	// that ("full jitter"). Default 10ms.
-	BaseDelay time.Duration
-	// MaxDelay caps the backoff. Default 1s.
-	MaxDelay time.Duration
-}
-
-// setDefaults refuses negative fields, naming the first, and fills the zero
-// ones.
-func (p *RetryPolicy) setDefaults() error {
-	if err := notNegative("RetryPolicy", cfgField{"MaxAttempts", int64(p.MaxAttempts)}, cfgField{"BaseDelay", int64(p.BaseDelay)},
-		cfgField{"MaxDelay", int64(p.MaxDelay)}); err != nil {
-		return err
+	r := txRun{tenantSetting: DefaultTenantSetting}
+	if s, ok := q.(txOptionsStarter); ok {
+		r.begin = func(ctx context.Context) (pgx.Tx, error) { return s.BeginTx(ctx, o.tx) }
+	} else if o.tx != (pgx.TxOptions{}) {
+		return fmt.Errorf("pgkit: InTx: %T has no BeginTx, so isolation, access mode and deferrable cannot be set", q)
+	} else {
+		r.begin = q.Begin
 	}
-	if p.MaxAttempts == 0 {
-		p.MaxAttempts = DefaultRetryMaxAttempts
-	}
-	if p.BaseDelay == 0 {
-		p.BaseDelay = DefaultRetryBaseDelay
-	}
-	if p.MaxDelay == 0 {
-		p.MaxDelay = DefaultRetryMaxDelay
-	}
-	return nil
-}
-
-// WithRetry runs fn again, in a new transaction, when the transaction fails
-// with a serialization failure (SQLSTATE 40001) or a deadlock (40P01), or
-// loses its connection before COMMIT is sent, or when the server refused a
-// connection's cached prepared statement before running it (0A000 "cached
-// plan must not change result type" after a migration changed its result
-// columns, or 26000); that last one runs again at once, without backoff. Any
-// other error returns at once. A connection lost during COMMIT leaves the
-// outcome unknown: that returns *AmbiguousCommitError and is never retried.
-// After the last attempt the error is a *RetryError.
-func WithRetry(p RetryPolicy) TxOption {
-	return func(o *txOptions) {
-		if err := p.setDefaults(); err != nil {
-			o.err = err
-		}
-		o.retry = &p
-	}
+	return r.run(ctx, fn, &o)
 }
 
 // tx is pgkit's Tx: pgx's transaction or savepoint, and the hooks to run
 // after the outermost commit.
 type tx struct {
 	pgx.Tx
-	db *DB
+	catalog *sync.Map // the DB's table cache for the bulk helpers; nil: the connection's
 
 	mu    sync.Mutex
 	hooks []func(context.Context)
@@ -226,30 +138,46 @@ func (t *tx) OnCommit(fn func(ctx context.Context)) {
 	t.mu.Unlock()
 }
 
-// begin on a Tx runs fn in a savepoint.
-func (t *tx) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
-	if o.tx != (pgx.TxOptions{}) || o.retry != nil || o.tenant != nil || o.replica {
-		return errors.New("pgkit: InTx on a Tx makes a savepoint: isolation, access mode, OnReplica, WithRetry and WithTenant belong to the outer transaction")
+// errHooksOutside refuses OnCommit inside a savepoint of a transaction
+// pgkit did not begin: its commit is out of sight, so the hooks could not
+// run when they promise to.
+var errHooksOutside = errors.New("pgkit: InTx on a pgx.Tx pgkit did not begin cannot see its commit, so OnCommit cannot be kept; run the outer transaction with InTx too")
+
+// savepoint runs fn in a savepoint of outer. parent is outer as pgkit's Tx,
+// which takes the savepoint's OnCommit hooks; nil when pgkit did not begin
+// outer.
+func savepoint(ctx context.Context, outer pgx.Tx, parent *tx, fn func(Tx) error, o *txOptions) error {
+	if o.tx != (pgx.TxOptions{}) || o.retry != nil || o.tenant != nil || o.replica || o.statementTimeout != 0 {
+		return errors.New("pgkit: InTx on a Tx makes a savepoint: isolation, access mode, OnReplica, WithRetry, WithTenant and WithStatementTimeout belong to the outer transaction")
 	}
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	sp, err := t.Begin(ctx)
+	sp, err := outer.Begin(ctx)
 	if err != nil {
 		return err
 	}
-	child := &tx{Tx: sp, db: t.db}
+	child := &tx{Tx: sp}
+	if parent != nil {
+		child.catalog = parent.catalog
+	}
 	if err := runFn(ctx, child, fn); err != nil {
 		return err
+	}
+	if parent == nil && len(child.hooks) > 0 {
+		rollback(ctx, child)
+		return errHooksOutside
 	}
 	if err := sp.Commit(ctx); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	t.hooks = append(t.hooks, child.hooks...)
-	t.mu.Unlock()
+	if parent != nil {
+		parent.mu.Lock()
+		parent.hooks = append(parent.hooks, child.hooks...)
+		parent.mu.Unlock()
+	}
 	return nil
 }
 
@@ -279,12 +207,48 @@ func runFn(ctx context.Context, t *tx, fn func(Tx) error) (err error) {
 func rollback(ctx context.Context, t *tx) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	closed := t.Conn().IsClosed()
+	conn := t.Conn() // nil from a fake in a unit test
+	closed := conn != nil && conn.IsClosed()
 	t.connLost = t.Tx.Rollback(ctx) != nil || closed
 }
 
-// begin on a DB runs fn in a transaction of its own, retried as o says.
-func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error {
+// inTx runs fn in a transaction of the DB's: on a replica when o says so,
+// with the DB's local settings, tenant setting and metrics.
+func (db *DB) inTx(ctx context.Context, fn func(Tx) error, o *txOptions) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	r := txRun{tenantSetting: db.cfg.TenantSetting, obs: db.obs, catalog: &db.catalog}
+	opts := db.withLocalSettings(o.tx)
+	r.begin = func(ctx context.Context) (pgx.Tx, error) {
+		pool, rep := db.pool, (*replica)(nil)
+		if o.replica && db.replicas != nil {
+			pool, rep = db.replicas.pick()
+		}
+		ptx, err := pool.BeginTx(ctx, opts)
+		if err != nil {
+			if db.closedErr(err) {
+				return nil, ErrClosed // Close ran meanwhile
+			}
+			if rep != nil {
+				rep.failed(err)
+			}
+		}
+		return ptx, err
+	}
+	return r.run(ctx, fn, o)
+}
+
+// txRun is InTx's loop of attempts, each in a transaction of its own.
+type txRun struct {
+	begin         func(ctx context.Context) (pgx.Tx, error) // one attempt's BEGIN
+	tenantSetting string                                    // what WithTenant sets
+	obs           *observer                                 // nil: no metrics
+	catalog       *sync.Map                                 // the DB's table cache; nil: none
+}
+
+// run runs fn, retried as o says.
+func (r *txRun) run(ctx context.Context, fn func(Tx) error, o *txOptions) error {
 	start := time.Now()
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
@@ -295,21 +259,17 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 	if o.retry != nil {
 		maxAttempts = o.retry.MaxAttempts
 	}
-	if db.closed.Load() {
-		return ErrClosed
-	}
-	m := db.obs
 	attempt := 1
 	defer func() {
 		if p := recover(); p != nil {
-			m.txDone(txRollback, attempt, time.Since(start)) // runFn rolled back
+			r.done(txRollback, attempt, start) // runFn rolled back
 			panic(p)
 		}
 	}()
 	for ; ; attempt++ {
-		t, err := db.attempt(ctx, fn, o)
+		t, err := r.attempt(ctx, fn, o)
 		if err == nil {
-			m.txDone(txCommit, attempt, time.Since(start))
+			r.done(txCommit, attempt, start)
 			for _, hook := range t.hooks {
 				hook(ctx)
 			}
@@ -318,24 +278,32 @@ func (db *DB) begin(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 		reason := retryReason(err, t != nil && t.connLost)
 		outcome := txError // BEGIN or COMMIT failed
 		if t != nil && !t.committing {
-			outcome = txRollback // fn (or the tenant setting) failed and was rolled back
+			outcome = txRollback // fn (or a setting) failed and was rolled back
 		}
 		if o.retry == nil || reason == "" {
-			m.txDone(outcome, attempt, time.Since(start))
+			r.done(outcome, attempt, start)
 			return err
 		}
 		if attempt >= maxAttempts {
-			m.txDone(outcome, attempt, time.Since(start))
+			r.done(outcome, attempt, start)
 			return &RetryError{Attempts: attempt, Err: err}
 		}
-		m.txRetry(reason)
+		if r.obs != nil {
+			r.obs.txRetry(reason)
+		}
 		if reason == "plan" {
 			continue // not contention: nothing to wait for, pgx prepares the statement afresh
 		}
 		if werr := sleepBackoff(ctx, o.retry, attempt); werr != nil {
-			m.txDone(outcome, attempt, time.Since(start))
+			r.done(outcome, attempt, start)
 			return &RetryError{Attempts: attempt, Err: err}
 		}
+	}
+}
+
+func (r *txRun) done(out txOutcome, attempts int, start time.Time) {
+	if r.obs != nil {
+		r.obs.txDone(out, attempts, time.Since(start))
 	}
 }
 
@@ -348,27 +316,18 @@ type attemptTx struct {
 
 // attempt is one BEGIN … COMMIT. It returns the attempt's tx when it got
 // one, so the caller can run its hooks or judge a failure.
-func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*attemptTx, error) {
-	pool, r := db.pool, (*replica)(nil)
-	if o.replica && db.replicas != nil {
-		pool, r = db.replicas.pick()
-	}
-	ptx, err := pool.BeginTx(ctx, db.withLocalSettings(o.tx))
+func (r *txRun) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*attemptTx, error) {
+	ptx, err := r.begin(ctx)
 	if err != nil {
-		if db.closedErr(err) {
-			return nil, ErrClosed // Close ran meanwhile
-		}
-		if r != nil {
-			r.failed(err)
-		}
 		return nil, err
 	}
-	a := &attemptTx{tx: &tx{Tx: ptx, db: db}}
-	if o.tenant != nil {
-		if _, err := ptx.Exec(ctx, "SELECT set_config($1, $2, true)", db.cfg.TenantSetting, *o.tenant); err != nil {
-			rollback(ctx, a.tx)
-			return a, err
-		}
+	a := &attemptTx{tx: &tx{Tx: ptx, catalog: r.catalog}}
+	if o.statementTimeout > 0 {
+		liftClientBound(ptx.Conn(), o.statementTimeout)
+	}
+	if err := r.settings(ctx, ptx, o); err != nil {
+		rollback(ctx, a.tx)
+		return a, err
 	}
 	if err := runFn(ctx, a.tx, fn); err != nil {
 		return a, err
@@ -381,6 +340,23 @@ func (db *DB) attempt(ctx context.Context, fn func(Tx) error, o *txOptions) (*at
 		return a, &AmbiguousCommitError{Err: err}
 	}
 	return a, nil
+}
+
+// settings sends what o sets for the transaction alone, in one round trip.
+func (r *txRun) settings(ctx context.Context, ptx pgx.Tx, o *txOptions) error {
+	switch {
+	case o.tenant != nil && o.statementTimeout > 0:
+		_, err := ptx.Exec(ctx, "SELECT set_config($1, $2, true), set_config('statement_timeout', $3, true)",
+			r.tenantSetting, *o.tenant, serverMillis(o.statementTimeout))
+		return err
+	case o.tenant != nil:
+		_, err := ptx.Exec(ctx, "SELECT set_config($1, $2, true)", r.tenantSetting, *o.tenant)
+		return err
+	case o.statementTimeout > 0:
+		_, err := ptx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", serverMillis(o.statementTimeout))
+		return err
+	}
+	return nil
 }
 
 func sleepBackoff(ctx context.Context, p *RetryPolicy, attempt int) error {
