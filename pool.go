@@ -2,6 +2,7 @@ package pgkit
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,9 @@ type DB struct {
 	replicas      *replicaSet // nil without Config.ReplicaURLs
 	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
 	sockets       *sockets    // every socket the pools dial
+
+	sqlMu sync.Mutex
+	sqlDB *sql.DB // SQLDB's, made on first use
 
 	replan replanner   // runs Exec, Query and QueryRow (replan.go)
 	closed atomic.Bool // set by Close: every method returns ErrClosed
@@ -173,6 +177,7 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 // Shutdown bounds the wait.
 func (db *DB) Close() {
 	db.closed.Store(true)
+	db.closeSQLDB()
 	db.sockets.close()
 	if db.replicas != nil {
 		db.replicas.close()

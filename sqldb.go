@@ -1,0 +1,36 @@
+package pgkit
+
+import (
+	"database/sql"
+
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// SQLDB returns a *sql.DB over the primary pool, for code that speaks
+// database/sql: a migration tool (goose, golang-migrate), sqlx, an ORM. Its
+// connections are the pool's, so they are traced and named like any other
+// (WithQueryName on the context works), bounded by MaxConns, AcquireTimeout
+// and ClientTimeout, and run with the pool's settings and hooks. It keeps no
+// idle connection of its own: each goes back to the pool after use, so none
+// looks leaked. Every call returns the same *sql.DB; closing it leaves db
+// open, and Close closes it.
+func (db *DB) SQLDB() *sql.DB {
+	db.sqlMu.Lock()
+	defer db.sqlMu.Unlock()
+	if db.sqlDB == nil {
+		db.sqlDB = stdlib.OpenDBFromPool(db.pool)
+		if db.closed.Load() {
+			_ = db.sqlDB.Close()
+		}
+	}
+	return db.sqlDB
+}
+
+// closeSQLDB closes SQLDB's *sql.DB, when there is one.
+func (db *DB) closeSQLDB() {
+	db.sqlMu.Lock()
+	defer db.sqlMu.Unlock()
+	if db.sqlDB != nil {
+		_ = db.sqlDB.Close()
+	}
+}
