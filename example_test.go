@@ -135,3 +135,23 @@ func ExampleHealthHandler() {
 	// Output:
 	// 200 up
 }
+
+// ExampleDB_SQLDB hands database/sql code (a migration tool, sqlx) a
+// *sql.DB whose connections are the pool's: traced, bounded, and back in the
+// pool after each use.
+func ExampleDB_SQLDB() {
+	ctx := context.Background()
+	db, err := pgkit.Open(ctx, pgkit.Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 2})
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close() // closes the *sql.DB too
+
+	var version int
+	if err := db.SQLDB().QueryRowContext(ctx, `SELECT current_setting('server_version_num')::int / 10000`).Scan(&version); err != nil {
+		panic(err)
+	}
+	fmt.Println("server 12 or newer:", version >= 12, "connections held:", db.PoolStats().Acquired)
+	// Output:
+	// server 12 or newer: true connections held: 0
+}

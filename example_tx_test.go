@@ -2,11 +2,13 @@ package pgkit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgkit-dev/pgkit"
 )
 
@@ -63,4 +65,63 @@ func ExampleInTx() {
 	// Output:
 	// second operation failed: true
 	// conversations: 1 messages: 1 usage records: 1
+}
+
+// ExampleInTx_pgxpool runs InTx on a plain *pgxpool.Pool, and inside it on
+// the pgx.Tx as a savepoint: the inner failure is undone, the outer work
+// commits.
+func ExampleInTx_pgxpool() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+
+	var kept, undone int
+	err = pgkit.InTx(ctx, pool, func(tx pgkit.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE notes (body text) ON COMMIT DROP`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO notes VALUES ('kept')`); err != nil {
+			return err
+		}
+		inner := pgkit.InTx(ctx, tx, func(sp pgkit.Tx) error {
+			if _, err := sp.Exec(ctx, `INSERT INTO notes VALUES ('undone')`); err != nil {
+				return err
+			}
+			_, err := sp.Exec(ctx, `SELECT 1 / 0`)
+			return err
+		})
+		fmt.Println("savepoint failed:", inner != nil)
+		return tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE body = 'kept'), count(*) FILTER (WHERE body = 'undone') FROM notes`).Scan(&kept, &undone)
+	}, pgkit.WithRetry(pgkit.RetryPolicy{}))
+	fmt.Println(err, kept, undone)
+	// Output:
+	// savepoint failed: true
+	// <nil> 1 0
+}
+
+// ExampleWithStatementTimeout gives one report more time than
+// Config.StatementTimeout allows every other statement.
+func ExampleWithStatementTimeout() {
+	ctx := context.Background()
+	db, err := pgkit.Open(ctx, pgkit.Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 2, StatementTimeout: 100 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+
+	report := func(opts ...pgkit.TxOption) error {
+		return pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_sleep(0.3)`) // a report longer than 100ms
+			return err
+		}, opts...)
+	}
+	var pgErr *pgconn.PgError
+	fmt.Println("without:", errors.As(report(), &pgErr) && pgErr.Code == "57014")
+	fmt.Println("with:", report(pgkit.WithStatementTimeout(10*time.Minute)))
+	// Output:
+	// without: true
+	// with: <nil>
 }

@@ -176,3 +176,6 @@ func TestWithConfig(t *testing.T) {
 	require.Equal(t, int32(4), plain.Config().MaxConns)
 	require.Positive(t, plain.Config().LeakThreshold)
 }
+
+// TestExampleFile runs the test that example_test.go shows as ExampleNew.
+func TestExampleFile(t *testing.T) { testSignup(t) }
