@@ -48,6 +48,7 @@ const (
 	DefaultMaxLoggedSQL             = 1000
 	DefaultSlowQueryBuffer          = 100
 	DefaultMaxQueryNames            = 200
+	DefaultNPlusOneThreshold        = 10
 	DefaultTenantSetting            = "app.tenant_id"
 	DefaultMaxReplicaLag            = 10 * time.Second
 	DefaultReplicaCheckPeriod       = 5 * time.Second
@@ -219,6 +220,15 @@ type Config struct {
 	// later names are counted as "other" and a warning is logged once.
 	// Default 200.
 	MaxQueryNames int
+	// NPlusOneThreshold reports a statement that runs more than this many
+	// times in one unit of work (a request through Middleware, or any
+	// WithStats context): a query in a loop where one for the set would do.
+	// Once per unit and statement: a warning with the query name, the runs,
+	// their time and the file:line that issued them; pgkit_nplusone_total;
+	// RequestStats.NPlusOne and Middleware's Server-Timing. Statements are
+	// the same when they have the same WithQueryName name, else the same SQL
+	// with literals set aside. Default 10; a negative value turns it off.
+	NPlusOneThreshold int
 	// TenantSetting is the server setting InTx's WithTenant sets for the
 	// transaction, and row-level security policies read with
 	// current_setting. It must be a custom setting: a prefix, a dot, a name.
@@ -463,6 +473,9 @@ func (cfg *Config) applyDefaults(params map[string]string, pcfg *pgxpool.Config)
 	}
 	if cfg.MaxQueryNames == 0 {
 		cfg.MaxQueryNames = DefaultMaxQueryNames
+	}
+	if cfg.NPlusOneThreshold == 0 {
+		cfg.NPlusOneThreshold = DefaultNPlusOneThreshold
 	}
 	if cfg.RedactArg == nil {
 		cfg.RedactArg = RedactArgType

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -215,8 +216,11 @@ func (w *timingWriter) writeTiming() {
 	}
 	w.written = true
 	if s, ok := StatsFrom(w.ctx); ok {
-		w.Header().Add("Server-Timing", fmt.Sprintf(`db;dur=%.3f;desc="%d queries"`,
-			float64(s.Duration)/float64(time.Millisecond), s.Queries))
+		desc := strconv.FormatInt(s.Queries, 10) + " queries"
+		for _, l := range s.NPlusOne {
+			desc += "; N+1 " + headerSafe(l.Name) + " x" + strconv.FormatInt(l.Runs, 10)
+		}
+		w.Header().Add("Server-Timing", fmt.Sprintf(`db;dur=%.3f;desc="%s"`, float64(s.Duration)/float64(time.Millisecond), desc))
 	}
 }
 
@@ -228,6 +232,17 @@ func (w *timingWriter) WriteHeader(code int) {
 func (w *timingWriter) Write(b []byte) (int, error) {
 	w.writeTiming()
 	return w.ResponseWriter.Write(b)
+}
+
+// headerSafe is name as it may stand in a quoted Server-Timing description:
+// printable ASCII without quotes or backslashes.
+func headerSafe(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, name)
 }
 
 // Unwrap lets http.ResponseController reach Flush, Hijack and deadlines of

@@ -48,6 +48,8 @@ var (
 		[]string{"name", "sqlstate_class"}, nil)
 	descSlowQueries = prometheus.NewDesc("pgkit_slow_queries_total",
 		"Statements slower than Config.SlowQueryThreshold, by query name and op.", []string{"name", "op"}, nil)
+	descNPlusOne = prometheus.NewDesc("pgkit_nplusone_total",
+		"Units of work (requests) in which one statement ran more than Config.NPlusOneThreshold times: a query in a loop, by query name.", []string{"name"}, nil)
 	descRows = prometheus.NewDesc("pgkit_query_rows_total",
 		"Rows affected or returned as reported by the command tag, by query name and op.", []string{"name", "op"}, nil)
 	descReplans = prometheus.NewDesc("pgkit_query_replans_total",
@@ -97,7 +99,7 @@ var (
 	descUp = prometheus.NewDesc("pgkit_database_up",
 		"Primary: 1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded, 0 when down; the check takes a connection like any caller. Replica: 1 when at least one replica passed its latest check.", nil, nil)
 
-	promDescs = []*prometheus.Desc{descQueryDuration, descQueryErrors, descSlowQueries, descRows, descReplans,
+	promDescs = []*prometheus.Desc{descQueryDuration, descQueryErrors, descSlowQueries, descRows, descReplans, descNPlusOne,
 		descAcquireDuration, descAcquireTimeouts, descHoldDuration, descConnectDuration, descLeaks, descWaiting, descLeaked,
 		descTxTotal, descTxRetries, descTxDuration, descTxAttempts,
 		descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing, descUtilization, descAcquires,
@@ -140,6 +142,9 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 			if n := ns.slow[p].Load(); n > 0 {
 				counter(descSlowQueries, float64(n), ns.name, opNames[p])
 			}
+		}
+		if n := ns.nplusone.Load(); n > 0 {
+			counter(descNPlusOne, float64(n), ns.name)
 		}
 		for class, n := range ns.errorsByClass() {
 			counter(descQueryErrors, float64(n), ns.name, class)

@@ -21,7 +21,7 @@ func TestNilArguments(t *testing.T) {
 	require.ErrorContains(t, pgkit.InTx(ctx, db, nil), "fn is nil")
 	require.ErrorContains(t, pgkit.InTx(ctx, nil, func(pgkit.Tx) error { return nil }), "nil")
 	var nilDB *pgkit.DB
-	require.ErrorContains(t, pgkit.InTx(ctx, nilDB, func(pgkit.Tx) error { return nil }), "nil *DB")
+	require.ErrorContains(t, pgkit.InTx(ctx, nilDB, func(pgkit.Tx) error { return nil }), "nil TxStarter (*pgkit.DB)")
 	_, err := pgkit.NewWriter(nilDB, pgkit.WriterConfig[event]{Table: "events"})
 	require.ErrorContains(t, err, "nil *DB")
 }

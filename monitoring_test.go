@@ -88,6 +88,11 @@ func TestMonitoringNamesExist(t *testing.T) {
 	require.NoError(t, err)
 	_, err = db.Exec(ctx, `SELECT 1/0`)
 	require.Error(t, err)
+	unit := pgkit.WithStats(ctx)
+	for i := range pgkit.DefaultNPlusOneThreshold + 1 { // a query in a loop
+		_, err = db.Exec(unit, `SELECT $1::int`, i)
+		require.NoError(t, err)
+	}
 	attempts := 0
 	require.NoError(t, pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
 		if attempts++; attempts == 1 {

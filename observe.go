@@ -219,6 +219,7 @@ type nameStats struct {
 	duration [numOps][numOutcomes]histogram
 	rows     [numOps]atomic.Uint64
 	slow     [numOps]atomic.Uint64
+	nplusone atomic.Uint64 // units of work in which it ran in a loop
 
 	mu     sync.Mutex
 	errors map[string]uint64 // by SQLSTATE class; failures are rare

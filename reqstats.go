@@ -19,12 +19,16 @@ type RequestStats struct {
 	Slow int64
 	// Errors counts those that failed (not those canceled).
 	Errors int64
+	// NPlusOne lists the statements that ran more than
+	// Config.NPlusOneThreshold times, in the order they crossed it.
+	NPlusOne []NPlusOne
 }
 
 // reqStats is the mutable form, safe for statements run from several
 // goroutines of one request.
 type reqStats struct {
 	queries, nanos, slow, errors atomic.Int64
+	units                        atomic.Pointer[unitRuns] // N+1 detection's; nil until the first statement
 }
 
 type reqStatsKey struct{}
@@ -43,12 +47,16 @@ func StatsFrom(ctx context.Context) (RequestStats, bool) {
 	if !ok {
 		return RequestStats{}, false
 	}
-	return RequestStats{
+	rs := RequestStats{
 		Queries:  s.queries.Load(),
 		Duration: time.Duration(s.nanos.Load()),
 		Slow:     s.slow.Load(),
 		Errors:   s.errors.Load(),
-	}, true
+	}
+	if u := s.units.Load(); u != nil {
+		rs.NPlusOne = u.reported()
+	}
+	return rs, true
 }
 
 func (s *reqStats) add(count bool, d time.Duration, slow, failed bool) {

@@ -93,6 +93,10 @@ type connState struct {
 	lastSQL   string
 	lastName  string
 	lastStats *nameStats
+
+	// The last SQL text whose shape N+1 detection hashed, and the hash.
+	shapeSQL string
+	shape    uint64
 }
 
 // opState is one statement in flight on a connection.
@@ -211,6 +215,9 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	}
 	if rs, ok := ctx.Value(reqStatsKey{}).(*reqStats); ok {
 		rs.add(o != opPrepare, f.duration, f.slow, f.outcome == outcomeError)
+		if t.cfg.NPlusOneThreshold > 0 && o != opPrepare && ns != nil {
+			t.detectNPlusOne(ctx, cs, rs, &f, ns)
+		}
 	}
 	if f.slow || f.outcome != outcomeOK {
 		t.logStatement(ctx, &f)

@@ -13,10 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// raiseSerializationFailure makes the server fail the statement with
-// SQLSTATE 40001, as a conflicting serializable transaction would.
-const raiseSerializationFailure = `DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$`
-
 func TestInTxOnAPgxPoolAndAPgxConn(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
@@ -61,7 +57,7 @@ func TestInTxOnAPgxPoolAndAPgxConn(t *testing.T) {
 				return err
 			}
 			if attempts == 1 {
-				_, err := tx.Exec(ctx, raiseSerializationFailure)
+				_, err := tx.Exec(ctx, serializationFailure)
 				return err
 			}
 			return nil

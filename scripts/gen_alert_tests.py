@@ -55,6 +55,11 @@ cases = {
         {"series": 'pgkit_slow_queries_total{job="chat",instance="a",pool="hot",name="report",op="query"}', "values": "0+1x15"},
         {"series": 'pgkit_slow_queries_total{job="chat",instance="a",pool="hot",name="fine",op="query"}', "values": "0x15"},
     ], "12m", {"pool": "hot", "name": "report"}, None),
+    # 10 requests with a loop in 15 minutes fires; 9 does not.
+    "PgkitNPlusOneQueries": ([
+        {"series": 'pgkit_nplusone_total{job="chat",instance="a",pool="hot",name="messages_by_conversation"}', "values": "0+1x40"},
+        {"series": 'pgkit_nplusone_total{job="chat",instance="a",pool="hot",name="rare"}', "values": "0+0.6x40"},
+    ], "32m", {"pool": "hot", "name": "messages_by_conversation"}, "15"),
     # 20 retries per 120 transactions a minute (17%) against 12 (10%, not over),
     # and an idle pool (30 a minute, all retried) under the rate floor.
     "PgkitTransactionRetryStorm": ([
@@ -92,7 +97,7 @@ assert not missing, f"alerts without a test: {missing}"
 
 def render(text, labels, value):
     text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
-    return text.replace("{{ $value }}", value or "")
+    return re.sub(r"\{\{ \$value( \| humanize)? \}\}", value or "", text)
 
 
 tests = []

@@ -51,6 +51,8 @@ panel("Query latency p50 / p95 / p99 by name", [
 ], unit="s", legend=["p50 {{name}}", "p95 {{name}}", "p99 {{name}}"])
 panel("Slow queries per second", [f"sum by (name) (rate(pgkit_slow_queries_total{{{SEL}}}[$__rate_interval]))"],
       unit="reqps", legend=["{{name}}"], desc="Statements slower than Config.SlowQueryThreshold (500ms by default).")
+panel("N+1 query loops", [f"sum by (name) (increase(pgkit_nplusone_total{{{SEL}}}[$__rate_interval]))"],
+      legend=["{{name}}"], desc="Requests in which one statement ran more than Config.NPlusOneThreshold times (10 by default); the log names the line.")
 panel("Errors by SQLSTATE class", [f"sum by (sqlstate_class) (rate(pgkit_query_errors_total{{{SEL}}}[$__rate_interval]))"],
       unit="reqps", legend=["{{sqlstate_class}}"], desc="23: integrity violations; 40: transaction rollbacks; 08: connection; client: no SQLSTATE.")
 panel("Transactions and retries", [

@@ -7,10 +7,9 @@ package record
 import (
 	"fmt"
 	"hash/maphash"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
+
+	"github.com/pgkit-dev/pgkit/internal/callsite"
 )
 
 // Statement is one statement a DB ran while a Sink was attached.
@@ -37,7 +36,7 @@ func (s *Sink) Statements() []Statement {
 // Add records a statement named name with sql and args, issued from the
 // calling goroutine's stack (skip frames above the caller of Add).
 func (s *Sink) Add(name, sql string, args []any) {
-	st := Statement{Name: name, SQL: sql, Args: hashArgs(sql, args), Caller: caller()}
+	st := Statement{Name: name, SQL: sql, Args: hashArgs(sql, args), Caller: callsite.Of(1)}
 	s.mu.Lock()
 	s.list = append(s.list, st)
 	s.mu.Unlock()
@@ -57,31 +56,4 @@ func hashArgs(sql string, args []any) uint64 {
 		fmt.Fprintf(&h, "%T\x00%v\x00", a, a)
 	}
 	return h.Sum64()
-}
-
-// caller is file:line of the first frame that is neither pgkit's (its root
-// package, internal packages and pgkittest) nor pgx's nor the runtime's.
-func caller() string {
-	var pcs [64]uintptr
-	n := runtime.Callers(3, pcs[:])
-	frames := runtime.CallersFrames(pcs[:n])
-	for {
-		f, more := frames.Next()
-		if !inLibrary(f.Function) {
-			return f.File + ":" + strconv.Itoa(f.Line)
-		}
-		if !more {
-			return "unknown"
-		}
-	}
-}
-
-func inLibrary(fn string) bool {
-	for _, p := range []string{"github.com/pgkit-dev/pgkit.", "github.com/pgkit-dev/pgkit/internal/", "github.com/pgkit-dev/pgkit/pgkittest.",
-		"github.com/jackc/", "runtime.", "sync.", "testing."} {
-		if strings.HasPrefix(fn, p) {
-			return true
-		}
-	}
-	return false
 }
