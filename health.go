@@ -43,7 +43,7 @@ type HealthReport struct {
 	Detail string
 	// Latency is the round trip of the check's query (zero when it could not run).
 	Latency time.Duration
-	// ServerVersion is the server's server_version setting, e.g. "15.19".
+	// ServerVersion is the server's server_version setting, e.g. "15.19" or "15.20 (Debian 15.20-0+deb12u1)".
 	ServerVersion string
 	// InRecovery is pg_is_in_recovery(): true on a standby.
 	InRecovery bool

@@ -12,8 +12,8 @@ import (
 // (WithQueryName on the context works), bounded by MaxConns, AcquireTimeout
 // and ClientTimeout, and run with the pool's settings and hooks. It keeps no
 // idle connection of its own: each goes back to the pool after use, so none
-// looks leaked. Every call returns the same *sql.DB; closing it leaves db
-// open, and Close closes it.
+// looks leaked. Every call returns the same *sql.DB, so don't close it
+// yourself (a closed one stays closed); Close closes it.
 func (db *DB) SQLDB() *sql.DB {
 	db.sqlMu.Lock()
 	defer db.sqlMu.Unlock()

@@ -41,12 +41,16 @@ type txOptionsStarter interface {
 // InTx runs fn in a transaction on q:
 //
 //   - on a *DB, or any other TxStarter that is not a transaction (a
-//     *pgxpool.Pool, a *pgx.Conn), it begins a transaction with the options,
+//     *pgxpool.Pool, a *pgxpool.Conn, a *pgx.Conn), it begins a transaction with the options,
 //     commits when fn returns nil, and rolls back when fn returns an error
 //     (returned unchanged) or panics (the panic goes on after the rollback;
 //     the connection goes back to the pool);
 //   - on a Tx, or any other pgx.Tx, it makes a savepoint: an error inside
-//     rolls back to it and leaves the outer transaction usable.
+//     rolls back to it and leaves the outer transaction usable. Options that
+//     belong to the outer transaction (isolation, access mode, OnReplica,
+//     WithRetry, WithTenant, WithStatementTimeout) are refused there, before
+//     fn runs; WithTimeout is allowed. OnCommit inside a savepoint of a
+//     pgx.Tx that pgkit did not begin is refused too (see TxStarter).
 //
 // Only a *DB records the transaction's metrics, knows its replicas
 // (OnReplica) and applies Config.TenantSetting; elsewhere WithTenant sets
