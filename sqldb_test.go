@@ -2,6 +2,7 @@ package pgkit_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -54,4 +55,26 @@ func TestSQLDBAfterClose(t *testing.T) {
 	db.Close()
 	require.ErrorContains(t, before.Ping(), "database is closed")
 	require.ErrorContains(t, db.SQLDB().Ping(), "database is closed", "made after Close, closed at once")
+}
+
+// TestSQLDBLeakAndSlowLog: a database/sql transaction left open is a leak
+// like any other, reported with the line that began it, and a slow
+// statement through database/sql is in the slow log.
+func TestSQLDBLeakAndSlowLog(t *testing.T) {
+	t.Parallel()
+	logs := &testkit.LogRecorder{}
+	db := openTest(t, pgkit.Config{Logger: slog.New(logs), LeakThreshold: 100 * time.Millisecond, SlowQueryThreshold: 50 * time.Millisecond})
+	ctx := context.Background()
+
+	_, err := db.SQLDB().ExecContext(pgkit.WithQueryName(ctx, "sql_slow"), `SELECT pg_sleep(0.08)`)
+	require.NoError(t, err)
+	_, ok := logs.Find("slow query", "name", "sql_slow")
+	require.True(t, ok, logs.Text())
+
+	tx, err := db.SQLDB().BeginTx(ctx, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := logs.Find("possible leak"); return ok }, 5*time.Second, 10*time.Millisecond)
+	attrs, _ := logs.Find("possible leak")
+	require.Contains(t, attrs["acquired_at"].String(), "TestSQLDBLeakAndSlowLog")
+	require.NoError(t, tx.Rollback())
 }
