@@ -220,6 +220,15 @@ type Config struct {
 	// later names are counted as "other" and a warning is logged once.
 	// Default 200.
 	MaxQueryNames int
+	// ExplainSlowQueries captures the plan of a query slower than
+	// SlowQueryThreshold: a generic plan (made for parameters, so no argument
+	// value reaches it), on a connection of its own, at most once a minute
+	// per query name, within 3s. Its headline (top node, estimated cost and
+	// rows, sequential scans of large tables with the columns they filter
+	// on) and index suggestions, verified with hypothetical indexes when the
+	// HypoPG extension is installed, are logged and kept in SlowQuery.Plan.
+	// Default false.
+	ExplainSlowQueries bool
 	// NPlusOneThreshold reports a statement that runs more than this many
 	// times in one unit of work (a request through Middleware, or any
 	// WithStats context): a query in a loop where one for the set would do.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,7 +298,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// No Registerer: every chart fills from the pool's own observer.
-	db := openTest(t, pgkit.Config{Name: "chat-api", SlowQueryThreshold: 50 * time.Millisecond})
+	db := openTest(t, pgkit.Config{Name: "chat-api", SlowQueryThreshold: 50 * time.Millisecond, ExplainSlowQueries: true})
 	convID := newConversation(t, db)
 	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[chatMessage]{Table: "messages", Name: "chat messages", BatchSize: 200})
 	require.NoError(t, err)
@@ -388,7 +389,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	for _, td := range domFind(tbody[0].inner, "td", withClass("sql")) {
 		slowSQL = append(slowSQL, td.text())
 	}
-	require.Contains(t, slowSQL, xssSQL)
+	require.Contains(t, slowSQL, xssShown)
+	var plans []string
+	for _, td := range domFind(tbody[0].inner, "td", withClass("plan")) {
+		plans = append(plans, td.text())
+	}
+	require.True(t, slices.ContainsFunc(plans, func(p string) bool { return strings.HasPrefix(p, "Result, cost 0.0") }),
+		"the slow statement's plan, shown when it came: %q", plans)
 	require.Contains(t, tbody[0].inner, "&lt;script&gt;alert(1)&lt;/script&gt;")
 	require.NotContains(t, tbody[0].inner, "<script")
 	var scripts []string

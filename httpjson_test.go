@@ -186,6 +186,11 @@ func (c *schemaCheck) value(at, schema, path, typ string, v any) {
 	case "object":
 		require.IsType(c.t, map[string]any{}, v, at)
 		c.object(at, schema, path, v.(map[string]any))
+	case "array of strings":
+		require.IsType(c.t, []any{}, v, at)
+		for _, e := range v.([]any) {
+			require.IsType(c.t, "", e, at)
+		}
 	case "object of numbers":
 		require.IsType(c.t, map[string]any{}, v, at)
 		for k, n := range v.(map[string]any) {
@@ -260,7 +265,7 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	admin := pgkit.BearerToken(token)
 
 	url := pgtest.NewDatabase(t)
-	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, HealthTimeout: time.Second, SlowQueryThreshold: 50 * time.Millisecond,
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, HealthTimeout: time.Second, SlowQueryThreshold: 50 * time.Millisecond, ExplainSlowQueries: true,
 		ReplicaURLs: []string{url, "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db?sslmode=disable"}})
 	down, err := pgkit.Open(ctx, pgkit.Config{URL: "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db",
 		LazyConnect: true, HealthTimeout: time.Second})
@@ -273,6 +278,15 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	require.NoError(t, err)
 	_, err = db.Exec(ctx, `SELECT 1/(count(*) - 1) FROM (SELECT pg_sleep(0.06)) s`)
 	require.ErrorContains(t, err, "division by zero")
+	// A slow statement that scans a large table, for a plan with a scan and
+	// a suggestion.
+	_, err = db.Exec(ctx, `CREATE TABLE big AS SELECT i AS k FROM generate_series(1, 20000) i; ANALYZE big`)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM big, pg_sleep(0.06) WHERE k = $1`, 7).Scan(&n))
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(db.SlowQueries(), func(q pgkit.SlowQuery) bool { return q.Plan != nil && len(q.Plan.Suggestions) > 0 })
+	}, 10*time.Second, 20*time.Millisecond, "a slow statement's plan")
 
 	serve := func(h http.Handler) string {
 		srv := httptest.NewServer(h)

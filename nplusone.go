@@ -124,7 +124,7 @@ func (t *tracer) detectNPlusOne(ctx context.Context, cs *connState, rs *reqStats
 	if t.logger.Enabled(ctx, slog.LevelWarn) {
 		t.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: N+1 query loop: one statement per item where one for the set would do",
 			slog.String("name", loop.Name), slog.Int64("runs", runs), slog.Int("threshold", t.cfg.NPlusOneThreshold),
-			slog.Duration("duration", loop.Duration), slog.String("caller", loop.Caller), slog.String("sql", foldSQL(f.sql, t.cfg.MaxLoggedSQL)))
+			slog.Duration("duration", loop.Duration), slog.String("caller", loop.Caller), slog.String("sql", foldSQL(maskLiterals(f.sql), t.cfg.MaxLoggedSQL)))
 	}
 }
 

@@ -22,8 +22,9 @@ type DB struct {
 	pool    *pgxpool.Pool
 	cfg     Config // effective: defaults applied, URL without password
 	tracer  *tracer
-	obs     *observer // the tracer's: every count of the primary's pool
-	slow    *slowRing // the recent slow statements, primary's and replicas'
+	obs     *observer  // the tracer's: every count of the primary's pool
+	slow    *slowRing  // the recent slow statements, primary's and replicas'
+	explain *explainer // captures slow statements' plans; nil without Config.ExplainSlowQueries
 	logger  *slog.Logger
 	metrics *promset.Set                // the primary's Prometheus metrics; empty without a Registerer
 	sink    atomic.Pointer[record.Sink] // pgkittest's statement recorder, for all of the DB's pools
@@ -94,12 +95,17 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	db.slow = newSlowRing(cfg.SlowQueryBuffer)
 	db.tracer = newTracer(db.cfg, rolePrimary, db.slow)
 	db.tracer.sink = &db.sink
+	if cfg.ExplainSlowQueries {
+		db.explain = startExplainer(pcfg.ConnConfig, &db.cfg, db.slow)
+		db.tracer.explain = db.explain
+	}
 	db.obs = db.tracer.obs
 	db.cfg.trace(pcfg, db.tracer)
 	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, obs: db.obs}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.tracer.close()
+		db.explain.close()
 		return nil, openError(fmt.Errorf("pgkit: open: %w", err), password)
 	}
 	db.metrics, err = registerMetrics(cfg.Registerer, db.cfg.Name, rolePrimary, db.obs,
@@ -108,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		db.pool.Close()
 		db.tracer.close()
+		db.explain.close()
 		return nil, err
 	}
 	if len(replicas) > 0 {
@@ -184,6 +191,7 @@ func (db *DB) Close() {
 	}
 	db.pool.Close()
 	db.tracer.close()
+	db.explain.close()
 	db.metrics.Unregister()
 }
 

@@ -56,6 +56,13 @@ func busyPool(pool *pgxpool.Pool, err error) bool {
 func connectDirect(ctx context.Context, pool *pgxpool.Pool, cfg *Config) (*pgx.Conn, error) {
 	cc := pool.Config().ConnConfig
 	cc.Tracer = nil
+	return connectConfig(ctx, cc, cfg)
+}
+
+// connectConfig opens a connection with cc (a copy of its own: BeforeConnect
+// may change it) after cfg.BeforeConnect.
+func connectConfig(ctx context.Context, cc *pgx.ConnConfig, cfg *Config) (*pgx.Conn, error) {
+	cc = cc.Copy()
 	if cfg.BeforeConnect != nil {
 		if err := cfg.BeforeConnect(ctx, cc); err != nil {
 			return nil, err

@@ -138,6 +138,7 @@ type replica struct {
 func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	t := newTracer(db.cfg, roleReplica, db.slow)
 	t.sink = &db.sink
+	t.explain = db.explain // plans are made on the primary
 	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
 		replan: replanner{mode: db.replan.mode, obs: t.obs}}
 	for _, pcfg := range cfgs {

@@ -31,6 +31,11 @@ type SlowQuery struct {
 	Rows int64  `json:"rows"`
 	// SQLState is the server's error code when the statement failed.
 	SQLState string `json:"sqlstate,omitempty"`
+	// Plan is the headline of its generic plan, with Config.ExplainSlowQueries:
+	// captured after the statement, so it comes later than the entry (and is
+	// shared by the entries of the same name and SQL until the next capture,
+	// at most once a minute); nil until then.
+	Plan *QueryPlan `json:"plan,omitempty"`
 }
 
 // MarshalJSON writes the query with time in RFC 3339 (UTC) and
@@ -83,6 +88,17 @@ func (r *slowRing) add(q SlowQuery) {
 	r.next = (r.next + 1) % len(r.buf)
 	r.full = r.full || r.next == 0
 	r.mu.Unlock()
+}
+
+// attach gives plan to the kept queries of the statement key that have none.
+func (r *slowRing) attach(key planKey, plan *QueryPlan) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.buf {
+		if q := &r.buf[i]; q.Name == key.name && q.SQL == key.shown && q.Plan == nil && !q.Time.IsZero() {
+			q.Plan = plan
+		}
+	}
 }
 
 // list returns the kept queries, newest first.
@@ -179,10 +195,13 @@ func (t *tracer) logStatement(ctx context.Context, f *finished) {
 	if errors.As(f.err, &pgErr) {
 		sqlState = pgErr.Code
 	}
-	sql := foldSQL(f.sql, t.cfg.MaxLoggedSQL)
+	sql := foldSQL(maskLiterals(f.sql), t.cfg.MaxLoggedSQL) // a literal may be user data
 	if f.slow {
 		t.ring.add(SlowQuery{Time: time.Now(), Role: t.role, Name: f.name, Op: opNames[f.op], Duration: f.duration,
-			SQL: sql, Rows: f.rows, SQLState: sqlState})
+			SQL: sql, Rows: f.rows, SQLState: sqlState, Plan: t.explain.plan(f.name, sql)})
+		if t.explain != nil && f.op == opQuery {
+			t.explain.request(f.name, sql, f.sql)
+		}
 	}
 	if !t.logger.Enabled(ctx, level) {
 		return

@@ -22,14 +22,15 @@ import (
 // the connection's CustomData, since a pgx.Conn runs one statement at a time:
 // that spares a context allocation per statement.
 type tracer struct {
-	cfg    Config
-	logger *slog.Logger
-	obs    *observer
-	role   string                       // rolePrimary or roleReplica
-	ring   *slowRing                    // shared by a DB's primary and replica tracers
-	leaks  *leakDetector                // nil without a LeakThreshold
-	bounds *boundWatcher                // nil without a ClientTimeout
-	sink   *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
+	cfg     Config
+	logger  *slog.Logger
+	obs     *observer
+	role    string                       // rolePrimary or roleReplica
+	ring    *slowRing                    // shared by a DB's primary and replica tracers
+	leaks   *leakDetector                // nil without a LeakThreshold
+	bounds  *boundWatcher                // nil without a ClientTimeout
+	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
+	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
 
 	closeOnce sync.Once
 

@@ -200,7 +200,8 @@
     const list = Array.isArray(d.slow_queries) ? d.slow_queries : [];
     const threshold = num(d.slow_query_threshold_seconds);
     byId('slow-threshold').textContent = threshold === null ? '' : '(at least ' + fmtMS(threshold * 1000) + ', newest first)';
-    const key = list.length + '|' + (list.length ? String(list[0].time) + String(list[0].sql) : '');
+    const planned = list.filter((q) => q.plan).length; // plans come after their statements
+    const key = list.length + '|' + planned + '|' + (list.length ? String(list[0].time) + String(list[0].sql) : '');
     if (key === slowKey) return;
     slowKey = key;
     const rows = list.slice(0, 50).map((q) => {
@@ -214,11 +215,26 @@
         el('td', 'num', fmtNum(num(q.rows))));
       const sql = el('td', 'sql', String(q.sql || ''));
       if (q.sqlstate) sql.append(el('span', 'badge', String(q.sqlstate)));
-      tr.append(sql);
+      tr.append(sql, el('td', 'plan', planText(q.plan)));
       return tr;
     });
     document.querySelector('#slow tbody').replaceChildren(...rows);
     byId('slow-empty').hidden = rows.length > 0;
+  }
+
+  // planText is a plan's headline: its top node and estimated cost, each
+  // sequential scan of a large table, and the suggested indexes.
+  function planText(p) {
+    if (!p) return '';
+    const parts = [String(p.top_node || '') + ', cost ' + fmtNum(num(p.cost))];
+    (p.seq_scans || []).forEach((s) => {
+      parts.push('Seq Scan on ' + String(s.table) + ' (' + fmtNum(num(s.table_rows)) + ' rows)' +
+        (s.columns && s.columns.length ? ' by ' + s.columns.map(String).join(', ') : ''));
+    });
+    (p.suggestions || []).forEach((s) => {
+      parts.push(String(s.sql) + (s.verified ? ' (cost ' + fmtNum(num(p.cost)) + ' → ' + fmtNum(num(s.cost_after)) + ')' : ' (unverified)'));
+    });
+    return parts.join('; ');
   }
 
   function updateSources(list) {

@@ -4,7 +4,8 @@
 # redis-server (or PGKIT_TEST_REDIS_URL), pgbouncer for the tests that run
 # pgkit through PgBouncer in transaction pooling mode (pgtest.StartPgBouncer),
 # promtool (Debian's prometheus package) for the alert rules, and chromium for
-# the dashboard's browser test.
+# the dashboard's browser test, and the HypoPG extension (hypothetical
+# indexes) for the query insights' index suggestions.
 # On Debian, as root or with sudo, it installs what is missing; elsewhere it
 # stops with the command to run.
 set -euo pipefail
@@ -25,6 +26,12 @@ fi
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+# HypoPG for each PostgreSQL installed here (Debian's layout).
+for bindir in /usr/lib/postgresql/*/bin; do
+	[ -d "$bindir" ] || continue
+	major=$(basename "$(dirname "$bindir")")
+	[ -f "/usr/share/postgresql/$major/extension/hypopg.control" ] || missing+=("postgresql-$major-hypopg")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
