@@ -85,6 +85,9 @@ type healthStatusBody struct {
 // and the challenges of BearerToken's two schemes: pool statistics and
 // failure details are for operators, not the public. docs/http.md gives the
 // schema.
+//
+// With the query parameter server (/admin/db-stats?server), the body also
+// holds DB.ServerView: the server's own statistics, sessions and indexes.
 func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if authorize == nil || !authorize(r) {
@@ -92,16 +95,26 @@ func StatsHandler(db *DB, authorize func(*http.Request) bool) http.Handler {
 			return
 		}
 		report := db.Health(r.Context())
-		writeJSON(w, http.StatusOK, struct {
-			PoolStats PoolStats       `json:"pool_stats"`
-			Healthy   bool            `json:"healthy"`
-			Status    HealthStatus    `json:"status"`
-			Reason    string          `json:"reason,omitempty"`
-			Detail    string          `json:"detail,omitempty"`
-			Replicas  []ReplicaStatus `json:"replicas,omitempty"`
-			Timestamp string          `json:"timestamp"`
-		}{report.Pool, report.Status == StatusUp, report.Status, report.Reason, report.Detail, report.Replicas,
-			jsonTime(time.Now())})
+		body := struct {
+			PoolStats   PoolStats       `json:"pool_stats"`
+			Healthy     bool            `json:"healthy"`
+			Status      HealthStatus    `json:"status"`
+			Reason      string          `json:"reason,omitempty"`
+			Detail      string          `json:"detail,omitempty"`
+			Replicas    []ReplicaStatus `json:"replicas,omitempty"`
+			Server      *ServerView     `json:"server,omitempty"`
+			ServerError string          `json:"server_error,omitempty"`
+			Timestamp   string          `json:"timestamp"`
+		}{PoolStats: report.Pool, Healthy: report.Status == StatusUp, Status: report.Status, Reason: report.Reason,
+			Detail: report.Detail, Replicas: report.Replicas}
+		if r.URL.Query().Has("server") {
+			var err error
+			if body.Server, err = db.ServerView(r.Context()); err != nil {
+				body.ServerError = scrubError(err, nil, nil)
+			}
+		}
+		body.Timestamp = jsonTime(time.Now())
+		writeJSON(w, http.StatusOK, body)
 	})
 }
 

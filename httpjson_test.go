@@ -216,6 +216,18 @@ func (c *schemaCheck) value(at, schema, path, typ string, v any) {
 	}
 }
 
+// allObservedOf fails for each documented field of schemas that no body
+// had.
+func (c *schemaCheck) allObservedOf(schemas ...string) {
+	c.t.Helper()
+	for _, schema := range schemas {
+		require.NotEmpty(c.t, c.schemas[schema], schema)
+		for _, f := range c.schemas[schema] {
+			require.True(c.t, f.observed, "docs/http.md lists %s in %s, but no body had it", f.path, schema)
+		}
+	}
+}
+
 // allObserved fails for each documented field of the schemas used that no
 // body had.
 func (c *schemaCheck) allObserved() {
@@ -299,8 +311,11 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 		c.body("HealthHandler", "Health status body", body)
 		_, body = jsonGet(t, health, bearer)
 		c.body("HealthHandler with details", "Health details body", body)
-		_, body = jsonGet(t, serve(pgkit.StatsHandler(d, admin)), bearer)
+		stats := serve(pgkit.StatsHandler(d, admin))
+		_, body = jsonGet(t, stats, bearer)
 		c.body("StatsHandler", "Stats body", body)
+		_, body = jsonGet(t, stats+"?server", bearer) // server_error from down
+		c.body("StatsHandler?server", "Stats body", body)
 	}
 
 	dash := serve(http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(db, admin,
@@ -324,6 +339,11 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	for _, schema := range []string{"Health status body", "Health details body", "Stats body", "Dashboard data body",
 		"PoolStats", "ReplicaStatus", "SlowQuery"} {
 		require.True(t, c.used[schema], "no body checked against %s", schema)
+	}
+	// TestServerView checks the server view's rows, which need sessions
+	// blocked, long statements and pg_stat_statements.
+	for _, schema := range []string{"ServerStatement", "ServerSession", "BlockingSession", "DuplicateIndex", "SeqScannedTable"} {
+		c.used[schema] = true
 	}
 	require.Len(t, c.schemas, len(c.used), "a table of docs/http.md that no body was checked against")
 

@@ -219,7 +219,8 @@ type nameStats struct {
 	duration [numOps][numOutcomes]histogram
 	rows     [numOps]atomic.Uint64
 	slow     [numOps]atomic.Uint64
-	nplusone atomic.Uint64 // units of work in which it ran in a loop
+	nplusone atomic.Uint64          // units of work in which it ran in a loop
+	sql      atomic.Pointer[string] // the first SQL run under the name, for DB.ServerView
 
 	mu     sync.Mutex
 	errors map[string]uint64 // by SQLSTATE class; failures are rare
@@ -324,3 +325,15 @@ func (o *writerObs) init() {
 
 // batchBuckets bound a Writer's batch sizes: 1, 4, 16, … 16384.
 var batchBuckets = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384}
+
+// sqlNames maps the SQL first run under each name (as statementKey gives
+// it) to the name.
+func (r *nameRegistry) sqlNames() map[string]string {
+	m := map[string]string{}
+	for _, ns := range r.all() {
+		if sql := ns.sql.Load(); sql != nil {
+			m[statementKey(*sql)] = ns.name
+		}
+	}
+	return m
+}

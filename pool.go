@@ -35,6 +35,8 @@ type DB struct {
 	localSettings string      // Config.PgBouncer: SET LOCALs after each BEGIN
 	sockets       *sockets    // every socket the pools dial
 
+	serverView serverViewCache // DB.ServerView's last read
+
 	sqlMu sync.Mutex
 	sqlDB *sql.DB // SQLDB's, made on first use
 

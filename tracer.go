@@ -127,6 +127,10 @@ func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op,
 			s.Add(name, sql, args)
 		}
 	}
+	if ns != nil && o != opPrepare && ns.sql.Load() == nil {
+		s := strings.TrimSpace(sql) // its own variable: only a first run allocates
+		ns.sql.Store(&s)
+	}
 	now := time.Now()
 	cs.ops[o] = opState{start: now, name: name, stats: ns, sql: sql, args: args}
 	t.bound(ctx, conn, cs, o, now)
