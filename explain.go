@@ -70,13 +70,15 @@ const (
 // explainer captures the plans of slow statements, one at a time, on a
 // connection of its own, so neither the pool nor the caller waits for it.
 type explainer struct {
-	conn   *pgx.ConnConfig // the primary's, untraced
-	cfg    *Config
-	logger *slog.Logger
-	ring   *slowRing
+	conn *pgx.ConnConfig // the primary's, untraced
+	cfg  *Config
+	ring *slowRing
 
-	reqs       chan explainReq
-	stop, done chan struct{}
+	reqs chan explainReq
+	// ctx ends with close, cutting a capture in flight short.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu    sync.Mutex
 	last  map[planKey]time.Time  // when each statement was last sent to be explained
@@ -102,15 +104,16 @@ func startExplainer(conn *pgx.ConnConfig, cfg *Config, ring *slowRing) *explaine
 	conn.Tracer = nil
 	// Nothing of pgx's own prepared on it: planOf deallocates them all.
 	conn.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	e := &explainer{conn: conn, cfg: cfg, logger: cfg.Logger, ring: ring, reqs: make(chan explainReq, 8),
-		stop: make(chan struct{}), done: make(chan struct{}), last: map[planKey]time.Time{}, plans: map[planKey]*QueryPlan{}}
+	e := &explainer{conn: conn, cfg: cfg, ring: ring, reqs: make(chan explainReq, 8),
+		done: make(chan struct{}), last: map[planKey]time.Time{}, plans: map[planKey]*QueryPlan{}}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	go e.run()
 	return e
 }
 
 func (e *explainer) close() {
 	if e != nil {
-		close(e.stop)
+		e.cancel()
 		<-e.done
 	}
 }
@@ -152,21 +155,12 @@ func (e *explainer) plan(name, shown string) *QueryPlan {
 
 func (e *explainer) run() {
 	defer close(e.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-e.stop:
-			cancel()
-		case <-e.done:
-		}
-	}()
 	for {
 		select {
-		case <-e.stop:
+		case <-e.ctx.Done():
 			return
 		case r := <-e.reqs:
-			e.capture(ctx, r)
+			e.capture(e.ctx, r)
 		}
 	}
 }
@@ -176,7 +170,7 @@ func (e *explainer) capture(ctx context.Context, r explainReq) {
 	defer cancel()
 	p, err := explainGeneric(ctx, e.conn, e.cfg, r.sql)
 	if err != nil {
-		e.logger.LogAttrs(ctx, slog.LevelDebug, "pgkit: could not capture a slow query's plan",
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "pgkit: could not capture a slow query's plan",
 			slog.String("name", r.key.name), slog.String("error", scrubError(err, nil, nil)))
 		return
 	}
@@ -195,7 +189,7 @@ func (e *explainer) capture(ctx context.Context, r explainReq) {
 			attrs = append(attrs, slog.String("suggestion", s.SQL+" ("+s.Note+")"))
 		}
 	}
-	e.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: slow query plan", attrs...)
+	e.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: slow query plan", attrs...)
 }
 
 // explainable says whether sql is one statement a plan can be made for.

@@ -46,9 +46,10 @@ type unitRun struct {
 	loop  int // 1 + its index in loops once reported
 }
 
-// ran counts a run of the statement key, named by ns, that took d. It
-// returns the run's count when this run crossed threshold, else 0.
-func (u *unitRuns) ran(key uint64, ns *nameStats, d time.Duration, threshold int) int64 {
+// ran counts a run of the statement key, named by ns, that took d. When
+// this run crossed threshold, it records the loop, issued at caller(), and
+// returns it with true.
+func (u *unitRuns) ran(key uint64, ns *nameStats, d time.Duration, threshold int, caller func() string) (NPlusOne, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for i := range u.n {
@@ -58,36 +59,21 @@ func (u *unitRuns) ran(key uint64, ns *nameStats, d time.Duration, threshold int
 		}
 		r.count++
 		r.nanos += int64(d)
-		if r.loop != 0 {
+		switch {
+		case r.loop != 0:
 			u.loops[r.loop-1].Runs, u.loops[r.loop-1].Duration = r.count, time.Duration(r.nanos)
-			return 0
+		case r.count == int64(threshold)+1:
+			u.loops = append(u.loops, NPlusOne{Name: ns.name, Runs: r.count, Duration: time.Duration(r.nanos), Caller: caller()})
+			r.loop = len(u.loops)
+			return u.loops[r.loop-1], true
 		}
-		if r.count == int64(threshold)+1 {
-			return r.count
-		}
-		return 0
+		return NPlusOne{}, false
 	}
 	if u.n < maxUnitStatements {
 		u.runs[u.n] = unitRun{key: key, ns: ns, count: 1, nanos: int64(d)}
 		u.n++
 	}
-	return 0
-}
-
-// report marks the statement key as a loop issued at caller, and returns
-// its totals so far.
-func (u *unitRuns) report(key uint64, ns *nameStats, caller string) NPlusOne {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for i := range u.n {
-		r := &u.runs[i]
-		if r.key == key && r.ns == ns && r.loop == 0 {
-			u.loops = append(u.loops, NPlusOne{Name: ns.name, Runs: r.count, Duration: time.Duration(r.nanos), Caller: caller})
-			r.loop = len(u.loops)
-			return u.loops[r.loop-1]
-		}
-	}
-	return NPlusOne{}
+	return NPlusOne{}, false
 }
 
 func (u *unitRuns) reported() []NPlusOne {
@@ -113,17 +99,17 @@ func (t *tracer) detectNPlusOne(ctx context.Context, cs *connState, rs *reqStats
 			u = rs.units.Load()
 		}
 	}
-	runs := u.ran(key, ns, f.duration, t.cfg.NPlusOneThreshold)
-	if runs == 0 {
+	// From the tracer's end the first frame outside pgkit and pgx is the
+	// statement's (Exec, QueryRow's Scan, the Close of Rows), in the user's
+	// loop.
+	loop, crossed := u.ran(key, ns, f.duration, t.cfg.NPlusOneThreshold, func() string { return callsite.Of(1) })
+	if !crossed {
 		return
 	}
-	// From the tracer's end: the caller's frame is the statement's (Exec,
-	// QueryRow's Scan, the Close of Rows), in the user's loop.
-	loop := u.report(key, ns, callsite.Of(1))
 	ns.nplusone.Add(1)
 	if t.logger.Enabled(ctx, slog.LevelWarn) {
 		t.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: N+1 query loop: one statement per item where one for the set would do",
-			slog.String("name", loop.Name), slog.Int64("runs", runs), slog.Int("threshold", t.cfg.NPlusOneThreshold),
+			slog.String("name", loop.Name), slog.Int64("runs", loop.Runs), slog.Int("threshold", t.cfg.NPlusOneThreshold),
 			slog.Duration("duration", loop.Duration), slog.String("caller", loop.Caller), slog.String("sql", foldSQL(maskLiterals(f.sql), t.cfg.MaxLoggedSQL)))
 	}
 }
