@@ -91,10 +91,14 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 // DashboardHandler serves a live page for operators, like net/http/pprof for
 // the database layer: pool connections by state against MaxConns,
 // utilization, acquire wait, query rate and p50/p99 latency, the recent slow
-// queries, and the sources given as options (caches, writers). The page is
-// self-contained (no CDN) and polls its data every 2s
-// (WithDashboardRefresh). Reading the data touches the pool's counters only,
-// never the database. Caches and writers are shown when given as options:
+// queries with their plans, the sources given as options (caches, writers),
+// and the server's own view (DB.ServerView: its top statements, sessions
+// long-running, idle in transaction or blocked, unused and duplicate
+// indexes, sequential scans, connections). The page is self-contained (no
+// CDN) and polls its data every 2s (WithDashboardRefresh). Reading the data
+// touches the pool's counters only, never the database; the page reads the
+// server's view every fifth poll, which DB.ServerView bounds and caches for
+// 5s. Caches and writers are shown when given as options:
 //
 //	h := pgkit.DashboardHandler(db, pgkit.BearerToken(token),
 //		pgkit.WithDashboardSource("dashboard_stats", statsCache.DashboardStats), // a *cache.Cache[T]
@@ -116,7 +120,8 @@ func WithDashboardWriter(w interface{ Stats() WriterStats }) DashboardOption {
 //	mux.Handle("/debug/pgkit/", http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(db, pgkit.BearerToken(token))))
 //
 // Paths, relative to the mount point: "" (the page), "dashboard.js",
-// "dashboard.css", and "data", a JSON object other tools may read too; its
+// "dashboard.css", "server" ({"server": DB.ServerView} or {"server": null,
+// "error": why}), and "data", a JSON object other tools may read too; its
 // fields (version 2) are stable. Durations are in seconds (keys ending in
 // _seconds), timestamps in RFC 3339 (UTC); docs/http.md gives the schema:
 //
@@ -195,6 +200,15 @@ func (d *dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.file(w, "dashboard.css", "text/css; charset=utf-8")
 	case "data":
 		writeJSON(w, http.StatusOK, d.data(time.Now()))
+	case "server":
+		body := dashServer{}
+		v, err := d.db.ServerView(r.Context())
+		if err != nil {
+			body.Error = scrubError(err, nil, nil)
+		} else {
+			body.Server = v
+		}
+		writeJSON(w, http.StatusOK, body)
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	}
@@ -223,6 +237,12 @@ type dashData struct {
 	SlowThreshold  float64          `json:"slow_query_threshold_seconds"`
 	SlowQueries    []SlowQuery      `json:"slow_queries"`
 	Sources        []dashSourceData `json:"sources"`
+}
+
+// dashServer is the JSON of the server endpoint; see DashboardHandler.
+type dashServer struct {
+	Server *ServerView `json:"server"`
+	Error  string      `json:"error,omitempty"`
 }
 
 type dashQueries struct {

@@ -327,6 +327,12 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	require.NoError(t, err)
 	_, second := jsonGet(t, dash+"/debug/pgkit/data", bearer)
 	c.body("DashboardHandler", "Dashboard data body", second)
+	for _, d := range []*pgkit.DB{db, down} { // error from down
+		h := serve(http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(d, admin)))
+		code, body := jsonGet(t, h+"/debug/pgkit/server", bearer)
+		require.Equal(t, http.StatusOK, code)
+		c.body("DashboardHandler server", "Dashboard server body", body)
+	}
 	var data struct {
 		Window      map[string]any   `json:"window"`
 		SlowQueries []map[string]any `json:"slow_queries"`
@@ -336,7 +342,7 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	require.NotNil(t, data.Window["p50_seconds"])
 	require.True(t, slices.ContainsFunc(data.SlowQueries, func(q map[string]any) bool { return q["sqlstate"] == "22012" }))
 	c.allObserved()
-	for _, schema := range []string{"Health status body", "Health details body", "Stats body", "Dashboard data body",
+	for _, schema := range []string{"Health status body", "Health details body", "Stats body", "Dashboard data body", "Dashboard server body",
 		"PoolStats", "ReplicaStatus", "SlowQuery"} {
 		require.True(t, c.used[schema], "no body checked against %s", schema)
 	}

@@ -25,8 +25,8 @@ type ServerView struct {
 	StatementsNote string            `json:"statements_note,omitempty"`
 	// LongRunning are statements running longer than
 	// Config.SlowQueryThreshold; IdleInTransaction are sessions idle inside
-	// a transaction (holding its locks); Blocked are sessions waiting for a
-	// lock, with who holds it.
+	// a transaction open that long (holding its locks); Blocked are
+	// sessions waiting for a lock, with who holds it.
 	LongRunning       []ServerSession `json:"long_running"`
 	IdleInTransaction []ServerSession `json:"idle_in_transaction"`
 	Blocked           []ServerSession `json:"blocked"`
@@ -217,7 +217,7 @@ func (db *DB) readStatements(ctx context.Context, tx pgx.Tx, v *ServerView, show
 // transactions and waits for locks.
 func readSessions(ctx context.Context, tx pgx.Tx, v *ServerView, slow time.Duration, shown func(string) string) error {
 	rows, _ := tx.Query(ctx, `SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
-		extract(epoch FROM now() - CASE WHEN a.state LIKE 'idle in transaction%' THEN a.xact_start ELSE a.query_start END)::float8,
+		greatest(0, extract(epoch FROM clock_timestamp() - CASE WHEN a.state LIKE 'idle in transaction%' THEN a.xact_start ELSE a.query_start END))::float8,
 		coalesce(a.query, ''),
 		coalesce((SELECT array_agg(b.pid ORDER BY b.pid) FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(a.pid))), '{}'),
 		coalesce((SELECT array_agg(coalesce(b.application_name, '') ORDER BY b.pid) FROM pg_stat_activity b
@@ -239,9 +239,10 @@ func readSessions(ctx context.Context, tx pgx.Tx, v *ServerView, slow time.Durat
 		switch {
 		case len(row.BlockedBy) > 0:
 			v.Blocked = append(v.Blocked, row)
+		case row.Seconds < slow.Seconds():
 		case strings.HasPrefix(row.State, "idle in transaction"):
 			v.IdleInTransaction = append(v.IdleInTransaction, row)
-		case row.State == "active" && row.Seconds >= slow.Seconds():
+		case row.State == "active":
 			v.LongRunning = append(v.LongRunning, row)
 		}
 		return nil

@@ -34,6 +34,13 @@
     if (ms >= 0.1 || ms === 0) return ms.toFixed(2) + ' ms';
     return (ms * 1000).toFixed(ms >= 0.01 ? 0 : 1) + ' µs';
   }
+  function fmtBytes(b) {
+    if (b === null) return '–';
+    const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+    let i = 0;
+    while (b >= 1024 && i < units.length - 1) { b /= 1024; i++; }
+    return (i === 0 ? b : Number(b.toFixed(b < 10 ? 1 : 0))) + ' ' + units[i];
+  }
   function fmtPct(r) { return r === null ? '–' : (r * 100).toFixed(r < 0.1 && r > 0 ? 1 : 0) + '%'; }
   // axis writes a gridline's value short: 0, 0.05, 12.5, 2,500.
   function axis(v) { return v === 0 ? '0' : Number(v.toPrecision(3)).toLocaleString('en-US', { maximumFractionDigits: 4 }); }
@@ -295,6 +302,58 @@
     });
   }
 
+  // fillTable puts one row per item in table id's body, each cell made by
+  // cells(item) as [className, text], and shows the table's "empty"
+  // paragraph (with note as its text, when given) when there are none.
+  function fillTable(id, items, cells, note) {
+    const rows = items.map((it) => {
+      const tr = el('tr');
+      for (const [cls, text] of cells(it)) tr.append(el('td', cls, String(text)));
+      return tr;
+    });
+    byId(id).querySelector('tbody').replaceChildren(...rows);
+    byId(id).hidden = rows.length === 0;
+    const empty = byId(id + '-empty');
+    if (note) empty.textContent = note;
+    empty.hidden = rows.length > 0;
+  }
+
+  const secs = (v) => fmtMS(num(v) === null ? null : v * 1000);
+  const list = (v) => Array.isArray(v) ? v : [];
+
+  // updateServer shows the server's own view (the "server" endpoint).
+  function updateServer(d) {
+    const errBox = byId('server-error');
+    errBox.hidden = !d.error;
+    errBox.textContent = d.error ? 'cannot read the server\'s view: ' + String(d.error) : '';
+    const v = d.server;
+    if (!v) return;
+    const t = new Date(v.checked_at);
+    const conns = list(v.connections).reduce((n, c) => n + (num(c.count) || 0), 0);
+    byId('server-sub').textContent = '(' + fmtNum(conns) + ' of ' + fmtNum(num(v.max_connections)) +
+      ' connections · read ' + (isNaN(t) ? '' : t.toLocaleTimeString('en-GB')) + ')';
+    fillTable('server-statements', list(v.statements), (s) => [
+      ['', s.name || ''], ['sql', s.query || ''], ['num', fmtNum(num(s.calls))], ['num', secs(s.mean_seconds)],
+      ['num', secs(s.total_seconds)], ['num', fmtNum(num(s.rows))], ['num', fmtPct(num(s.hit_ratio))]],
+    v.statements ? 'None yet.' : String(v.statements_note || 'pg_stat_statements is not available.'));
+    const sessions = [];
+    for (const [why, l] of [['blocked', v.blocked], ['idle in transaction', v.idle_in_transaction], ['long-running', v.long_running]]) {
+      for (const s of list(l)) sessions.push([why, s]);
+    }
+    fillTable('server-sessions', sessions, ([why, s]) => [
+      ['', why], ['num', String(s.pid)], ['', s.application || ''], ['', s.state || ''], ['num', secs(s.running_seconds)],
+      ['sql', s.query || ''], ['wrap', list(s.blocked_by).map((b) => b.pid + (b.application ? ' (' + b.application + ')' : '')).join(', ')]]);
+    const indexes = list(v.unused_indexes).map((i) => [i, 'never scanned'])
+      .concat(list(v.duplicate_indexes).map((i) => [i, 'duplicate: ' + String(i.of) + ' serves its queries']));
+    fillTable('server-indexes', indexes, ([i, finding]) => [
+      ['', i.table], ['', i.index], ['num', fmtBytes(num(i.bytes))], ['wrap', finding]]);
+    fillTable('server-seqscans', list(v.seq_scan_tables), (s) => [
+      ['', s.table], ['num', fmtNum(num(s.rows))], ['num', fmtNum(num(s.seq_scans))],
+      ['num', fmtNum(num(s.seq_rows_read))], ['num', fmtNum(num(s.index_scans))]]);
+    fillTable('server-connections', list(v.connections), (c) => [
+      ['', c.application || '(none)'], ['', c.state || '(none)'], ['num', fmtNum(num(c.count))]]);
+  }
+
   function setStatus(cls, text) {
     const s = byId('status');
     s.className = 'status ' + cls;
@@ -309,7 +368,22 @@
   dataURL.username = '';
   dataURL.password = '';
 
+  const serverURL = new URL('server', dataURL);
+  async function pollServer() {
+    try {
+      const res = await fetch(serverURL.href, { cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      updateServer(await res.json());
+    } catch (e) {
+      updateServer({ error: e && e.message ? e.message : String(e) });
+    }
+  }
+
+  // The server's view is read every fifth poll: it costs the database a
+  // few catalog reads, and DB.ServerView keeps it for 5 s anyway.
+  let polls = 0;
   async function poll() {
+    if (polls++ % 5 === 0) await pollServer();
     try {
       const res = await fetch(dataURL.href, { cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' } });
       if (!res.ok) throw new Error('HTTP ' + res.status + (res.status === 401 ? ' (not authorized)' : ''));
