@@ -239,7 +239,7 @@ func readSessions(ctx context.Context, tx pgx.Tx, v *ServerView, slow time.Durat
 		switch {
 		case len(row.BlockedBy) > 0:
 			v.Blocked = append(v.Blocked, row)
-		case row.Seconds < slow.Seconds():
+		case row.Seconds < slow.Seconds(): // not long enough to be a finding
 		case strings.HasPrefix(row.State, "idle in transaction"):
 			v.IdleInTransaction = append(v.IdleInTransaction, row)
 		case row.State == "active":

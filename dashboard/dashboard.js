@@ -34,6 +34,7 @@
     if (ms >= 0.1 || ms === 0) return ms.toFixed(2) + ' ms';
     return (ms * 1000).toFixed(ms >= 0.01 ? 0 : 1) + ' µs';
   }
+  const secs = (v) => fmtMS(num(v) === null ? null : v * 1000);
   function fmtBytes(b) {
     if (b === null) return '–';
     const units = ['B', 'kB', 'MB', 'GB', 'TB'];
@@ -218,7 +219,7 @@
         el('td', '', isNaN(t) ? '' : t.toLocaleTimeString('en-GB')),
         el('td', '', String(q.name || '')),
         el('td', '', String(q.op || '')),
-        el('td', 'num', fmtMS(num(q.duration_seconds) === null ? null : q.duration_seconds * 1000)),
+        el('td', 'num', secs(q.duration_seconds)),
         el('td', 'num', fmtNum(num(q.rows))));
       const sql = el('td', 'sql', String(q.sql || ''));
       if (q.sqlstate) sql.append(el('span', 'badge', String(q.sqlstate)));
@@ -318,7 +319,6 @@
     empty.hidden = rows.length > 0;
   }
 
-  const secs = (v) => fmtMS(num(v) === null ? null : v * 1000);
   const list = (v) => Array.isArray(v) ? v : [];
 
   // updateServer shows the server's own view (the "server" endpoint).
