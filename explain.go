@@ -230,8 +230,12 @@ func explainGeneric(ctx context.Context, cc *pgx.ConnConfig, cfg *Config, sql st
 		return nil, err
 	}
 	p := &QueryPlan{TopNode: root.NodeType, Cost: root.TotalCost, Rows: root.PlanRows}
-	var hypo bool
-	_ = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg')`).Scan(&hypo)
+	// HypoPG's schema, "" without it: its functions are called by their
+	// qualified name, since services often keep extensions in a schema of
+	// their own, off the search_path.
+	var hypo string
+	_ = conn.QueryRow(ctx, `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+		WHERE e.extname = 'hypopg'`).Scan(&hypo)
 	for _, scan := range root.seqScans(nil) {
 		var rows float64
 		if err := conn.QueryRow(ctx, `SELECT greatest(c.reltuples, 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -252,11 +256,11 @@ func explainGeneric(ctx context.Context, cc *pgx.ConnConfig, cfg *Config, sql st
 			cols[i] = quoteIdent(c)
 		}
 		index := "CREATE INDEX CONCURRENTLY ON " + table + " (" + strings.Join(cols, ", ") + ")"
-		if !hypo {
+		if hypo == "" {
 			p.Suggestions = append(p.Suggestions, IndexSuggestion{SQL: index, Note: "unverified: install the HypoPG extension to have it checked"})
 			continue
 		}
-		after, err := costWithIndex(ctx, conn, sql, "CREATE INDEX ON "+table+" ("+strings.Join(cols, ", ")+")")
+		after, err := costWithIndex(ctx, conn, quoteIdent(hypo), sql, "CREATE INDEX ON "+table+" ("+strings.Join(cols, ", ")+")")
 		if err != nil {
 			return nil, err
 		}
@@ -279,13 +283,13 @@ func quoteIdent(s string) string {
 	return pgx.Identifier{s}.Sanitize()
 }
 
-// costWithIndex plans sql again with index as a hypothetical index (HypoPG)
-// and returns the new estimated cost.
-func costWithIndex(ctx context.Context, conn *pgx.Conn, sql, index string) (float64, error) {
-	if _, err := conn.Exec(ctx, `SELECT indexrelid FROM hypopg_create_index($1)`, index); err != nil {
+// costWithIndex plans sql again with index as a hypothetical index (HypoPG,
+// installed in schema) and returns the new estimated cost.
+func costWithIndex(ctx context.Context, conn *pgx.Conn, schema, sql, index string) (float64, error) {
+	if _, err := conn.Exec(ctx, `SELECT indexrelid FROM `+schema+`.hypopg_create_index($1)`, index); err != nil {
 		return 0, err
 	}
-	defer conn.Exec(ctx, `SELECT hypopg_reset()`) //nolint:errcheck // the transaction is rolled back and the connection closed
+	defer conn.Exec(ctx, `SELECT `+schema+`.hypopg_reset()`) //nolint:errcheck // the transaction is rolled back and the connection closed
 	root, err := planOf(ctx, conn, sql)
 	if err != nil {
 		return 0, err

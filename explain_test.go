@@ -65,7 +65,9 @@ func TestSlowQueryPlanAndVerifiedIndex(t *testing.T) {
 	logs := &testkit.LogRecorder{}
 	db := openTest(t, pgkit.Config{Logger: slog.New(logs), ExplainSlowQueries: true, SlowQueryThreshold: time.Millisecond})
 	ctx := context.Background()
-	_, err := db.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS hypopg`)
+	// In a schema off the search_path, as services that keep extensions
+	// apart do: pgkit must find it there.
+	_, err := db.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION hypopg SCHEMA extensions`)
 	require.NoError(t, err, "the HypoPG extension: install postgresql-15-hypopg (scripts/provision.sh does)")
 	convID := seedUnindexedMessages(t, db)
 

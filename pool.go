@@ -169,8 +169,9 @@ func (db *DB) checkServer(ctx context.Context) error {
 	return nil
 }
 
-// Config returns the effective configuration: defaults applied, and the URL
-// with its password replaced by "xxxxx".
+// Config returns the effective configuration: defaults applied, and as URL
+// the connection target alone (user, first host and port, database), its
+// password shown as "xxxxx" and the URL's other parameters left out.
 func (db *DB) Config() Config { return db.cfg }
 
 // Pool returns the underlying pgxpool.Pool. Its methods are traced like the

@@ -3,8 +3,10 @@
 // otherwise starts a throwaway PostgreSQL server (local binaries, else
 // Docker) that it removes on exit. It creates the demo schema, opens pgkit,
 // and shows each feature: the effective pool configuration, per-request
-// database time, a slow query caught, the health report, the pool statistics
-// and pgkit's Prometheus metrics.
+// database time, a slow query caught, a tenant transaction, bulk writes, the
+// cache, query insights (an N+1 loop, a slow query's plan, a verified index,
+// the server's view), the health report, the pool statistics and pgkit's
+// Prometheus metrics.
 package main
 
 import (
@@ -100,13 +102,18 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step("7. Health")
+	step("7. Query insights: an N+1 loop caught with its line, a slow query's plan, a verified index")
+	if err := insightsTour(ctx, db, serverURL, logger); err != nil {
+		return err
+	}
+
+	step("8. Health")
 	printJSON(db.Health(ctx))
 
-	step("8. Pool statistics")
+	step("9. Pool statistics")
 	printJSON(db.PoolStats())
 
-	step("9. GET /metrics (pgkit's series, buckets left out)")
+	step("10. GET /metrics (pgkit's series, buckets left out)")
 	return printMetrics(ctx, registry)
 }
 
@@ -146,7 +153,8 @@ func server(ctx context.Context) (string, func(), error) {
 	}
 	fmt.Println("no PGKIT_DATABASE_URL or DATABASE_URL: starting a throwaway PostgreSQL server")
 	start := time.Now()
-	cluster, err := pgtest.Start(ctx)
+	// pg_stat_statements preloaded, for the server's view of the work.
+	cluster, err := pgtest.Start(ctx, pgtest.WithSetting("shared_preload_libraries", "pg_stat_statements"))
 	if err != nil {
 		return "", nil, err
 	}
