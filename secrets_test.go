@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgkit-dev/pgkit"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
@@ -274,5 +275,111 @@ func TestReplicaDetailScrubbed(t *testing.T) {
 	require.Contains(t, logs.Text(), "unable to encode ? into binary format for int4")
 	for what, text := range map[string]string{"logs": logs.Text(), "replicas": fmt.Sprintf("%+v", db.Replicas()), "StatsHandler": body} {
 		require.NotContains(t, text, secret, what)
+	}
+}
+
+// TestInsightsHoldNoSecret: an argument value, a literal of the SQL, a value
+// stored in the rows (which the planner's statistics hold) and the URL's
+// password reach nothing that query insights produce: the N+1 report (log,
+// Server-Timing, RequestStats), the slow statement's plan and its verified
+// index suggestion (log, SlowQueries), and the server's view (DB.ServerView,
+// StatsHandler's ?server, the dashboard's data and server paths), read while
+// a session holding a lock blocks a statement that carries the literal. The
+// server preloads pg_stat_statements and has HypoPG.
+func TestInsightsHoldNoSecret(t *testing.T) {
+	t.Parallel()
+	const (
+		arg      = "insight-arg-sekret-3f1"
+		literal  = "insight-literal-sekret-3f2"
+		stored   = "insight-row-sekret-3f3"
+		password = "insight-pw-sekret-3f4"
+	)
+	cluster := pgtest.StartCluster(t, pgtest.WithSetting("shared_preload_libraries", "pg_stat_statements"))
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, cluster.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+	_, err = admin.Exec(ctx, `CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;
+		CREATE TABLE notes (id int, owner_id int, body text);
+		INSERT INTO notes SELECT i, i % 500, CASE WHEN i % 10 = 7 THEN '`+stored+`' ELSE 'note' END FROM generate_series(1, 50000) i;
+		ANALYZE notes`)
+	require.NoError(t, err, "pg_stat_statements and HypoPG: install postgresql-15-hypopg (scripts/provision.sh does)")
+
+	logs := &testkit.LogRecorder{}
+	url := strings.Replace(cluster.URL(), "postgres@", "postgres:"+password+"@", 1)
+	require.NotEqual(t, cluster.URL(), url)
+	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, Logger: slog.New(logs), LogArgs: true,
+		SlowQueryThreshold: time.Microsecond, ExplainSlowQueries: true})
+
+	const loop = `SELECT count(*) FROM notes WHERE owner_id = $1 AND body <> $2 AND body <> '` + literal + `'`
+	var report []pgkit.NPlusOne
+	handler := pgkit.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for owner := range 12 {
+			var n int
+			require.NoError(t, db.QueryRow(r.Context(), loop, owner, arg).Scan(&n))
+		}
+		stats, _ := pgkit.StatsFrom(r.Context())
+		report = stats.NPlusOne
+	}))
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/notes", nil))
+	timing := rec.Header().Get("Server-Timing")
+	require.Contains(t, timing, "N+1")
+	require.Len(t, report, 1)
+	require.Eventually(t, func() bool {
+		for _, q := range db.SlowQueries() {
+			if q.Plan != nil && len(q.Plan.Suggestions) > 0 && q.Plan.Suggestions[0].Verified {
+				return true
+			}
+		}
+		return false
+	}, 15*time.Second, 20*time.Millisecond, "a verified suggestion for the loop's statement")
+
+	// A lock held in an idle transaction blocks a statement with the literal.
+	locker, err := pgx.Connect(ctx, cluster.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = locker.Close(context.Background()) })
+	_, err = locker.Exec(ctx, `BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() {
+		_, err := admin.Exec(ctx, `SELECT count(*) FROM notes WHERE body = '`+literal+`'`)
+		waited <- err
+	}()
+	t.Cleanup(func() { _, _ = locker.Exec(context.Background(), `ROLLBACK`); <-waited })
+	require.Eventually(t, func() bool {
+		var waiting bool
+		return db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock')`).Scan(&waiting) == nil && waiting
+	}, 10*time.Second, 10*time.Millisecond)
+
+	view, err := db.ServerView(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, view.Statements, "pg_stat_statements is read")
+	require.NotEmpty(t, view.Blocked, "the blocked statement is listed")
+	require.Contains(t, view.Blocked[0].Query, "body = ?", "its literal masked")
+
+	serve := func(h http.Handler, path string) string {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		code, body := get(t, srv.URL+path, "Bearer ops")
+		require.Equal(t, http.StatusOK, code, path)
+		return body
+	}
+	dashboard := http.StripPrefix("/debug/pgkit", pgkit.DashboardHandler(db, pgkit.BearerToken("ops")))
+	slow, err := json.Marshal(db.SlowQueries())
+	require.NoError(t, err)
+	for what, text := range map[string]string{
+		"logs":                logs.Text(),
+		"Server-Timing":       timing,
+		"RequestStats":        pgkit.ReachableText(report),
+		"SlowQueries":         string(slow) + pgkit.ReachableText(db.SlowQueries()),
+		"ServerView":          pgkit.ReachableText(view),
+		"StatsHandler?server": serve(pgkit.StatsHandler(db, pgkit.BearerToken("ops")), "?server"),
+		"dashboard data":      serve(dashboard, "/debug/pgkit/data"),
+		"dashboard server":    serve(dashboard, "/debug/pgkit/server"),
+	} {
+		for _, secret := range []string{arg, literal, stored, password} {
+			require.NotContains(t, text, secret, what)
+		}
 	}
 }
