@@ -34,7 +34,16 @@ const (
 	sqlstateClassResources    = "53"    // insufficient_resources
 	sqlstateResultTypeChanged = "0A000" // feature_not_supported, raised by plan revalidation; see replanCode
 	sqlstateNoStatement       = "26000" // invalid_sql_statement_name: "prepared statement … does not exist"
+	sqlstateReadOnly          = "25006" // read_only_sql_transaction: a write on a standby, or in a READ ONLY transaction
 )
+
+// onStandby reports whether err is a write refused because conn's server is
+// a hot standby (after a failover, the old primary comes back as one): not
+// a READ ONLY transaction's refusal, which the server sends to a primary
+// too. The server says which with in_hot_standby (PostgreSQL 14 and later).
+func onStandby(conn *pgx.Conn, err error) bool {
+	return conn != nil && sqlstate(err) == sqlstateReadOnly && conn.PgConn().ParameterStatus("in_hot_standby") == "on"
+}
 
 // sqlstate is the SQLSTATE of the server error in err's chain, or "" when
 // the server did not answer with an error (a lost connection, a timeout).
@@ -108,9 +117,14 @@ func conflict(code string) string {
 
 // retryReason says why a transaction attempt that failed with err may run
 // again ("serialization", "deadlock", "connection", "plan"), or "" when it
-// must not. connClosed reports whether the attempt's connection is closed.
-// An *AmbiguousCommitError is never retried.
-func retryReason(err error, connClosed bool) string {
+// must not. connClosed reports whether the attempt's connection is closed,
+// standby whether its server turned out to be a standby (onStandby): the
+// transaction wrote nothing and runs again on a new connection, which finds
+// the new primary. A BEGIN that found no server to connect to (a
+// *pgconn.ConnectError, an *UnreachableError) ran nothing and is retried
+// too; a server's refusal of the connection (a wrong password) is not. An
+// *AmbiguousCommitError is never retried.
+func retryReason(err error, connClosed, standby bool) string {
 	var ambiguous *AmbiguousCommitError
 	if errors.As(err, &ambiguous) {
 		return ""
@@ -123,14 +137,21 @@ func retryReason(err error, connClosed bool) string {
 			// The server refused a cached prepared statement before
 			// running it; pgx dropped it from the connection's cache.
 			return "plan"
-		case sessionLost(code):
-			// Before COMMIT, the transaction died with the session.
+		case sessionLost(code), standby && code == sqlstateReadOnly:
+			// Before COMMIT, the transaction died with the session, or
+			// could not write on a server that is no longer the primary.
 			return "connection"
 		}
 		return ""
 	}
+	var connectErr *pgconn.ConnectError
+	var unreachable *UnreachableError
 	switch {
 	case pgconn.SafeToRetry(err):
+		return "connection"
+	case errors.As(err, &connectErr), errors.As(err, &unreachable):
+		// No connection could be had for BEGIN: nothing ran. During a
+		// failover, until the new primary takes connections.
 		return "connection"
 	case connClosed && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 		// The connection died before COMMIT was sent: the server rolled
@@ -153,11 +174,12 @@ func commitFailed(err error) bool {
 }
 
 // transient tells the Writer's failures worth retrying (the server or the
-// connection is away, too many clients, or the transaction lost a race)
-// from the database refusing the data.
+// connection is away, too many clients, the server is a standby during a
+// failover, or the transaction lost a race) from the database refusing the
+// data.
 func transient(err error) bool {
 	if code := sqlstate(err); code != "" {
-		return conflict(code) != "" || sessionLost(code) || code == sqlstateTooManyClients
+		return conflict(code) != "" || sessionLost(code) || code == sqlstateTooManyClients || code == sqlstateReadOnly
 	}
 	if errors.Is(err, context.Canceled) {
 		return false

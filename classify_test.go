@@ -62,21 +62,29 @@ func TestClassifierRules(t *testing.T) {
 		{server("26000"), "plan", false, false, "26"},
 		{server("23505"), "", false, false, "23"},
 		{server("57014"), "", false, false, "57"},
+		{server("25006"), "", true, false, "25"}, // retried by InTx only on a standby: below
 		{&AmbiguousCommitError{Err: io.ErrUnexpectedEOF}, "", true, false, "client"},
 		{ErrAcquireTimeout, "", true, false, "client"},
 		{context.Canceled, "", false, false, "client"},
 		{errors.New("cannot encode"), "", false, false, "client"},
 	} {
 		name := c.err.Error()
-		require.Equal(t, c.retry, retryReason(c.err, false), name)
+		require.Equal(t, c.retry, retryReason(c.err, false, false), name)
 		require.Equal(t, c.transient, transient(c.err), name)
 		require.Equal(t, c.lost, sessionLost(sqlstate(c.err)), name)
 		require.Equal(t, c.class, stateClass(c.err), name)
 	}
 	// A closed connection before COMMIT is retried, unless the caller's
 	// context ended.
-	require.Equal(t, "connection", retryReason(errors.New("conn closed"), true))
-	require.Equal(t, "", retryReason(context.DeadlineExceeded, true))
+	require.Equal(t, "connection", retryReason(errors.New("conn closed"), true, false))
+	require.Equal(t, "", retryReason(context.DeadlineExceeded, true, false))
+	// A write refused by a server that became a standby is retried; by a
+	// READ ONLY transaction on the primary, not.
+	require.Equal(t, "connection", retryReason(server("25006"), false, true))
+	require.Equal(t, "", retryReason(server("23505"), false, true))
+	// No server to connect to for BEGIN: nothing ran.
+	require.Equal(t, "connection", retryReason(&UnreachableError{Err: io.EOF, Failures: 3}, false, false))
+	require.Equal(t, "connection", retryReason(&UnreachableError{Err: io.EOF, Failures: 3, AcquireTimeout: true}, false, false))
 	// A server error proves the COMMIT failed; a lost answer does not.
 	require.True(t, commitFailed(server("40001")))
 	require.False(t, commitFailed(io.ErrUnexpectedEOF))

@@ -24,8 +24,8 @@ func TestErrClosed(t *testing.T) {
 	t.Parallel()
 	require.True(t, strings.HasPrefix(pgkit.ErrClosed.Error(), "pgkit: "), pgkit.ErrClosed.Error())
 	url := pgtest.NewDatabase(t)
-	// The database itself stands in for a replica: a replica set needs
-	// only a server that answers its check.
+	// The database itself stands in for a replica: after Close, the replica
+	// set answers ErrClosed whatever its check found.
 	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, ReplicaURLs: []string{url}})
 	ctx := context.Background()
 	_, err := db.Exec(ctx, `CREATE TABLE closed_t (n int)`)

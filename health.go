@@ -22,7 +22,9 @@ const (
 	// StatusUp: a connection was had in time and the server answered.
 	StatusUp HealthStatus = "up"
 	// StatusDegraded: the server answers, but the pool could not give the
-	// check a connection in time because every connection is in use.
+	// check a connection in time because every connection is in use; or
+	// the server is a standby (writes fail); or it cannot be reached while
+	// a replica can (reads work, writes fail: a failover, as a rule).
 	StatusDegraded HealthStatus = "degraded"
 	// StatusDown: the server could not be reached or did not answer in time.
 	StatusDown HealthStatus = "down"
@@ -157,7 +159,7 @@ const closedReason = "closed: DB.Close was called"
 func (db *DB) health(ctx context.Context) HealthReport {
 	var r HealthReport
 	busy, latency, err := probe(ctx, db.pool, &db.cfg,
-		`SELECT current_setting('server_version'), pg_is_in_recovery()`, &r.ServerVersion, &r.InRecovery)
+		`SELECT current_setting('server_version'), pg_is_in_recovery()`, nil, &r.ServerVersion, &r.InRecovery)
 	switch {
 	case busy && (err == nil || sqlstate(err) != ""): // the server answered (perhaps "too many clients")
 		return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(
@@ -167,12 +169,23 @@ func (db *DB) health(ctx context.Context) HealthReport {
 		return HealthReport{Status: StatusDown, Reason: "pool exhausted and " + reason, Detail: detail}
 	case err != nil:
 		reason, detail := db.reason(err, db.pool)
+		if db.replicas != nil && db.replicas.anyUsable() {
+			// Writes fail, reads still work: a failover, as a rule.
+			return HealthReport{Status: StatusDegraded, Reason: "primary: " + reason + "; reads go to replicas", Detail: detail}
+		}
 		return HealthReport{Status: StatusDown, Reason: reason, Detail: detail}
 	}
 	r.Latency = latency
 	r.Status = StatusUp
+	if r.InRecovery {
+		// The DB is for writes: on a standby they fail.
+		r.Status, r.Reason = StatusDegraded, standbyReason
+	}
 	return r
 }
+
+// standbyReason is Health's Reason when the primary's server is a standby.
+const standbyReason = "the server is a standby, where writes fail: a failover in progress, or Config.URL names a standby"
 
 // reason describes a failed check, or a replica's failed statement, twice.
 // The public reason says what kind of failure it was, for anyone

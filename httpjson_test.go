@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/pgkit-dev/pgkit"
-	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -276,9 +275,9 @@ func TestHTTPBodiesMatchDocs(t *testing.T) {
 	bearer := "Bearer " + token
 	admin := pgkit.BearerToken(token)
 
-	url := pgtest.NewDatabase(t)
-	db := openTest(t, pgkit.Config{URL: url, MaxConns: 2, HealthTimeout: time.Second, SlowQueryThreshold: 50 * time.Millisecond, ExplainSlowQueries: true,
-		ReplicaURLs: []string{url, "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db?sslmode=disable"}})
+	rs := startReplicas(t, 1)
+	db := openTest(t, pgkit.Config{URL: rs.url, MaxConns: 2, HealthTimeout: time.Second, SlowQueryThreshold: 50 * time.Millisecond, ExplainSlowQueries: true,
+		ReplicaURLs: []string{rs.replicaURLs[0], "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db?sslmode=disable"}})
 	down, err := pgkit.Open(ctx, pgkit.Config{URL: "postgres://postgres@127.0.0.1:" + closedPort(t) + "/db",
 		LazyConnect: true, HealthTimeout: time.Second})
 	require.NoError(t, err)

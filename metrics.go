@@ -96,6 +96,10 @@ var (
 	descNewConns     = poolDesc("new_connections_total", "Connections opened.")
 	descClosed       = prometheus.NewDesc("pgkit_pool_closed_connections_total",
 		"Connections closed by the pool, by reason (lifetime: MaxConnLifetime; idle: MaxConnIdleTime).", []string{"reason"}, nil)
+	descFailovers = prometheus.NewDesc("pgkit_failovers_total",
+		"Times the primary's new connections reached a primary at another address than before: a failover or switchover seen through a multi-host URL.", nil, nil)
+	descPrimary = prometheus.NewDesc("pgkit_primary_info",
+		"1, labelled with the address (host:port) of the primary the primary pool's latest new connection reached.", []string{"addr"}, nil)
 	descUp = prometheus.NewDesc("pgkit_database_up",
 		"Primary: 1 when DB.Health, run at scrape time within Config.HealthTimeout, finds the database up or degraded, 0 when down; the check takes a connection like any caller. Replica: 1 when at least one replica passed its latest check.", nil, nil)
 
@@ -103,7 +107,7 @@ var (
 		descAcquireDuration, descAcquireTimeouts, descHoldDuration, descConnectDuration, descLeaks, descWaiting, descLeaked,
 		descTxTotal, descTxRetries, descTxDuration, descTxAttempts,
 		descMaxConns, descTotalConns, descIdleConns, descAcquired, descConstructing, descUtilization, descAcquires,
-		descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed, descUp}
+		descEmpty, descCanceled, descAcquireWait, descEmptyWait, descNewConns, descClosed, descUp, descFailovers, descPrimary}
 )
 
 func poolDesc(name, help string) *prometheus.Desc {
@@ -186,6 +190,10 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descNewConns, float64(s.NewConns))
 	counter(descClosed, float64(s.ClosedForLifetime), "lifetime")
 	counter(descClosed, float64(s.ClosedForIdle), "idle")
+	if addr := o.primaryAddr.Load(); addr != nil { // the primary's role only
+		counter(descFailovers, float64(o.failovers.Load()))
+		ch <- prometheus.MustNewConstMetric(descPrimary, prometheus.GaugeValue, 1, *addr)
+	}
 	up := 0.0
 	if c.up() {
 		up = 1

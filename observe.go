@@ -31,6 +31,29 @@ type observer struct {
 	txRetries  [numRetryReasons]atomic.Uint64
 	txDuration histogram
 	txAttempts histogram
+
+	// The primary's server: the address the primary pool's latest new
+	// connection to a non-standby reached, and how often it changed.
+	primaryAddr atomic.Pointer[string]
+	failovers   atomic.Uint64
+}
+
+// primaryAt records that a new connection of the primary's pool reached a
+// primary at addr, and returns the address before when it moved there.
+func (o *observer) primaryAt(addr string) (was string, moved bool) {
+	for {
+		old := o.primaryAddr.Load()
+		if old != nil && *old == addr {
+			return "", false
+		}
+		if o.primaryAddr.CompareAndSwap(old, &addr) {
+			if old == nil {
+				return "", false
+			}
+			o.failovers.Add(1)
+			return *old, true
+		}
+	}
 }
 
 func newObserver(maxNames int, overflow func(first string)) *observer {

@@ -105,6 +105,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	db.cfg.trace(pcfg, db.tracer)
 	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, obs: db.obs}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	db.tracer.pool.Store(db.pool)
 	if err != nil {
 		db.tracer.close()
 		db.explain.close()

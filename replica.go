@@ -26,11 +26,15 @@ type ReplicaStatus struct {
 	Healthy bool `json:"healthy"`
 	// InRecovery is pg_is_in_recovery(): false once a replica was promoted.
 	InRecovery bool `json:"in_recovery"`
-	// Lag is how far replay was behind when checked: zero when everything
-	// received was replayed, else now() − pg_last_xact_replay_timestamp().
+	// Lag is how far replay was behind the primary when checked: the age of
+	// the oldest WAL position read on the primary at a check that the replica
+	// has not replayed yet (zero when it has replayed all the primary had).
+	// So a standby cut off from its primary ages. When the primary cannot
+	// be read, the standby's own view: zero when it replayed all it
+	// received, else now() − pg_last_xact_replay_timestamp().
 	Lag time.Duration `json:"-"`
-	// Usable: healthy and Lag within Config.MaxReplicaLag, so DB.Reader and
-	// OnReplica send it work.
+	// Usable: healthy, a standby (not promoted), and Lag within
+	// Config.MaxReplicaLag, so DB.Reader and OnReplica send it work.
 	Usable bool `json:"usable"`
 	// Reason says why it is not usable, in the public terms of
 	// HealthReport.Reason; empty when it is.
@@ -109,6 +113,9 @@ func (s *replicaSet) statuses() []ReplicaStatus {
 	return out
 }
 
+// notStandbyReason is a replica's Reason when its server is not a standby.
+const notStandbyReason = "not a standby: the server was promoted to primary"
+
 // replicaSet is a DB's replicas: their pools, their latest checks, and the
 // round robin that Reader and OnReplica pick from.
 type replicaSet struct {
@@ -127,6 +134,7 @@ type replicaSet struct {
 
 type replica struct {
 	set    *replicaSet
+	lag    lagTracker // used by check alone
 	addr   string
 	pool   *pgxpool.Pool
 	usable atomic.Bool
@@ -247,44 +255,63 @@ func (s *replicaSet) pick() (*pgxpool.Pool, *replica) {
 	return s.primary.pool, nil
 }
 
-// replicaCheckSQL reads whether the server is a standby and how far its
-// replay is behind: zero when it replayed all the WAL it received, else the
-// age of the last transaction it replayed. (A standby cut off from its
-// primary receives nothing and so reads as caught up; that is the limit of
-// measuring lag on the standby alone.)
-const replicaCheckSQL = `SELECT pg_is_in_recovery(),
+// replicaCheckSQL reads whether the server is a standby, how far it has
+// replayed the WAL, and its lag by its own view: zero when it replayed all
+// the WAL it received, else the age of the last transaction it replayed. A
+// standby cut off from its primary receives nothing and so reads as caught
+// up by its own view; lagTracker measures it against the primary instead,
+// and the own view serves only when the primary cannot be read.
+const replicaCheckSQL = `SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, ''),
   CASE WHEN NOT pg_is_in_recovery() THEN 0
        WHEN pg_last_wal_receive_lsn() IS NOT NULL AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
        ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
   END::float8`
 
+// primaryLSNSQL reads the primary's WAL position, for lagTracker.
+const primaryLSNSQL = `SELECT pg_current_wal_lsn()::text`
+
 func (s *replicaSet) checkAll(ctx context.Context) {
+	// The primary's position first: a replica that then has replayed less
+	// is behind it.
+	pctx, cancel := context.WithTimeout(ctx, s.primary.cfg.HealthTimeout)
+	var text string
+	var primary walAt
+	if _, _, err := probe(pctx, s.primary.pool, &s.primary.cfg, primaryLSNSQL, nil, &text); err == nil {
+		primary = walAt{at: time.Now(), lsn: parseLSN(text)}
+	}
+	cancel()
 	var wg sync.WaitGroup
 	for _, r := range s.members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.check(ctx)
+			r.check(ctx, primary)
 		}()
 	}
 	wg.Wait()
 }
 
 // check runs replicaCheckSQL within HealthTimeout and records the result.
+// A server that is not in recovery is no replica: it was promoted (a
+// failover), and reads go elsewhere until it is a standby again.
 // Like DB.Health, it gives the pool half the time to lend a connection; when
 // none comes because every one is in use, a connection of its own tells a
 // busy replica (still usable) from one that stopped answering.
-func (r *replica) check(ctx context.Context) {
+func (r *replica) check(ctx context.Context, primary walAt) {
 	ctx, cancel := context.WithTimeout(ctx, r.set.primary.cfg.HealthTimeout)
 	defer cancel()
 	st := ReplicaStatus{Addr: r.addr}
-	var lag float64
-	_, _, err := probe(ctx, r.pool, &r.set.primary.cfg, replicaCheckSQL, &st.InRecovery, &lag)
-	st.Lag = time.Duration(lag * float64(time.Second))
+	var ownLag float64
+	var replay string
+	_, _, err := probe(ctx, r.pool, &r.set.primary.cfg, replicaCheckSQL, nil, &st.InRecovery, &replay, &ownLag)
+	st.Lag = r.lag.lag(time.Now(), primary, parseLSN(replay), time.Duration(ownLag*float64(time.Second)))
 	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {
 	case err != nil:
 		st.Reason, st.Detail = r.set.primary.reason(err, r.pool)
+	case !st.InRecovery:
+		st.Healthy = true
+		st.Reason = notStandbyReason
 	case maxLag > 0 && st.Lag > maxLag:
 		st.Healthy = true
 		st.Reason = fmt.Sprintf("lag %s exceeds MaxReplicaLag %s", st.Lag.Round(time.Millisecond), maxLag)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -234,6 +235,77 @@ func TestLaggingReplicaIsSkipped(t *testing.T) {
 	require.Eventually(t, func() bool { return db.Replicas()[0].Usable }, 10*time.Second, 10*time.Millisecond)
 	_, standby := server(t, ctx, db.Reader())
 	require.True(t, standby)
+}
+
+// TestCutOffReplicaIsSkipped: a standby whose replication connection is cut
+// (primary_conninfo pointed at a closed port) replays all it received, so
+// by its own view it is caught up; measured against the primary, which goes
+// on writing, it lags, and is set aside within MaxReplicaLag. Reconnected,
+// it is used again.
+func TestCutOffReplicaIsSkipped(t *testing.T) {
+	t.Parallel()
+	s := startReplicas(t, 1)
+	const maxLag = 500 * time.Millisecond
+	db := openTest(t, pgkit.Config{URL: s.url, ReplicaURLs: s.replicaURLs, MaxConns: 2,
+		ReplicaCheckPeriod: 100 * time.Millisecond, MaxReplicaLag: maxLag})
+	ctx := context.Background()
+	require.Eventually(t, func() bool { return db.Replicas()[0].Usable }, 5*time.Second, 10*time.Millisecond)
+
+	standby, err := pgx.Connect(ctx, s.replicas[0].URL())
+	require.NoError(t, err)
+	defer standby.Close(ctx)
+	var conninfo string
+	require.NoError(t, standby.QueryRow(ctx, `SHOW primary_conninfo`).Scan(&conninfo))
+	setConninfo := func(ci string) {
+		_, err := standby.Exec(ctx, `ALTER SYSTEM SET primary_conninfo = '`+strings.ReplaceAll(ci, "'", "''")+`'`)
+		require.NoError(t, err)
+		_, err = standby.Exec(ctx, `SELECT pg_reload_conf()`)
+		require.NoError(t, err)
+	}
+	setConninfo("host=127.0.0.1 port=" + closedPort(t) + " user=postgres")
+	require.Eventually(t, func() bool {
+		var streaming bool
+		return standby.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')`).Scan(&streaming) == nil && !streaming
+	}, 10*time.Second, 20*time.Millisecond, "the standby stops receiving")
+
+	require.NoError(t, insertTenant(ctx, db, "unseen"))
+	cut := time.Now()
+	require.Eventually(t, func() bool { return !db.Replicas()[0].Usable }, 10*time.Second, 10*time.Millisecond)
+	st := db.Replicas()[0]
+	require.True(t, st.Healthy, "it answers")
+	require.Contains(t, st.Reason, "MaxReplicaLag")
+	require.Less(t, time.Since(cut), maxLag+2*time.Second, "set aside within MaxReplicaLag (and a margin for a busy machine)")
+	var own float64
+	require.NoError(t, standby.QueryRow(ctx, `SELECT CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 ELSE 1 END`).Scan(&own))
+	require.Zero(t, own, "by its own view, it replayed all it received")
+	var n int
+	require.NoError(t, db.Reader().QueryRow(ctx, `SELECT count(*) FROM tenants WHERE id = 'unseen'`).Scan(&n))
+	require.Equal(t, 1, n, "the read went to the primary")
+
+	setConninfo(conninfo)
+	require.Eventually(t, func() bool { return db.Replicas()[0].Usable }, 20*time.Second, 20*time.Millisecond)
+}
+
+// TestPromotedReplicaIsNotRead: a replica promoted to primary is set aside
+// as not a standby, and reads go elsewhere.
+func TestPromotedReplicaIsNotRead(t *testing.T) {
+	t.Parallel()
+	s := startReplicas(t, 1)
+	db := openTest(t, pgkit.Config{URL: s.url, ReplicaURLs: s.replicaURLs, MaxConns: 2, ReplicaCheckPeriod: 100 * time.Millisecond})
+	ctx := context.Background()
+	require.Eventually(t, func() bool { return db.Replicas()[0].Usable }, 5*time.Second, 10*time.Millisecond)
+	conn, err := pgx.Connect(ctx, s.replicas[0].URL())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `SELECT pg_promote()`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !db.Replicas()[0].Usable }, 10*time.Second, 10*time.Millisecond)
+	st := db.Replicas()[0]
+	require.True(t, st.Healthy)
+	require.False(t, st.InRecovery)
+	require.Equal(t, "not a standby: the server was promoted to primary", st.Reason)
+	port, _ := server(t, ctx, db.Reader())
+	require.Equal(t, s.primary.Port(), port, "reads go to the primary, not to the promoted node")
 }
 
 func TestReplicaConfig(t *testing.T) {

@@ -256,14 +256,13 @@ func TestHealthHandlerHidesReplicas(t *testing.T) {
 // TestReplicaDetailScrubbed: a statement sent through Reader fails with an
 // error that prints its argument (pgx could not encode it). Whatever the
 // replica's status makes of it, the value is in no log line, no
-// ReplicaStatus and no StatsHandler body. (The "replica" is the primary
-// itself: a usable replica without a cluster.)
+// ReplicaStatus and no StatsHandler body.
 func TestReplicaDetailScrubbed(t *testing.T) {
 	t.Parallel()
 	const secret = "replica-arg-secret-8841"
 	logs := &testkit.LogRecorder{}
-	url := pgtest.NewDatabase(t)
-	db := openTest(t, pgkit.Config{URL: url, ReplicaURLs: []string{url}, MaxConns: 2, Logger: slog.New(logs)})
+	s := startReplicas(t, 1)
+	db := openTest(t, pgkit.Config{URL: s.url, ReplicaURLs: s.replicaURLs, MaxConns: 2, Logger: slog.New(logs)})
 	require.True(t, db.Replicas()[0].Usable)
 
 	_, err := db.Reader().Exec(context.Background(), `SELECT $1::int`, struct{ S string }{secret})

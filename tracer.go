@@ -31,6 +31,9 @@ type tracer struct {
 	bounds  *boundWatcher                // nil without a ClientTimeout
 	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
+	// pool is the primary's pool, once it exists: standbyFound resets it.
+	pool      atomic.Pointer[pgxpool.Pool]
+	lastReset atomic.Int64 // UnixNano of standbyFound's last reset
 
 	closeOnce sync.Once
 
@@ -98,6 +101,11 @@ type connState struct {
 	// The last SQL text whose shape N+1 detection hashed, and the hash.
 	shapeSQL string
 	shape    uint64
+
+	// onStandby: a write on this connection of the primary's pool was
+	// refused because its server is now a standby; the connection is closed
+	// when it goes back to the pool.
+	onStandby bool
 }
 
 // opState is one statement in flight on a connection.
@@ -227,6 +235,40 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	if f.slow || f.outcome != outcomeOK {
 		t.logStatement(ctx, &f)
 	}
+	if f.outcome == outcomeError && t.role == rolePrimary && onStandby(conn, err) {
+		cs.onStandby = true
+		t.standbyFound(ctx)
+	}
+}
+
+// primaryReached notes where a new connection of the primary's pool landed:
+// a change of primary (a failover, as multi-host URLs see it) is counted
+// and logged. A standby reached by a URL that allows one is not a primary.
+func (t *tracer) primaryReached(ctx context.Context, conn *pgx.Conn) {
+	if conn.PgConn().ParameterStatus("in_hot_standby") == "on" {
+		return
+	}
+	addr := conn.PgConn().Conn().RemoteAddr().String()
+	if was, moved := t.obs.primaryAt(addr); moved {
+		t.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: the primary moved (a failover or switchover)",
+			slog.String("from", was), slog.String("to", addr))
+	}
+}
+
+// standbyFound drops the primary pool's connections, at most once a second:
+// one of them found its server a standby, so the others, opened to the same
+// address, are likely on it too. Idle ones close now, those in use when
+// they come back; new ones find the primary again (with a multi-host URL's
+// target_session_attrs=read-write, or a DNS name or address that has moved).
+func (t *tracer) standbyFound(ctx context.Context) {
+	now, last := time.Now().UnixNano(), t.lastReset.Load()
+	if now-last < int64(time.Second) || !t.lastReset.CompareAndSwap(last, now) {
+		return
+	}
+	if p := t.pool.Load(); p != nil {
+		p.Reset()
+	}
+	t.logger.LogAttrs(ctx, slog.LevelWarn, "pgkit: the primary's server is a standby now (a failover): its connections are dropped")
 }
 
 // TraceQueryStart implements pgx.QueryTracer.
@@ -347,6 +389,9 @@ func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndDa
 		t.connsMu.Lock()
 		t.conns[cs] = struct{}{}
 		t.connsMu.Unlock()
+		if t.role == rolePrimary {
+			t.primaryReached(ctx, data.Conn)
+		}
 	}
 	if start, ok := ctx.Value(connectStartKey{}).(time.Time); ok {
 		t.obs.connected(time.Since(start), data.Err != nil)
@@ -383,4 +428,11 @@ func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	}
 	cs.acquiredAt.Store(0) // after released: a leak scan reads it only while out
 	cs.bound.unlift()
+	if cs.onStandby {
+		// Closed before pgxpool looks at it, so it destroys it rather than
+		// lend it again: its server is no longer the primary.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = data.Conn.Close(ctx)
+		cancel()
+	}
 }

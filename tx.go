@@ -115,6 +115,7 @@ type tx struct {
 
 	misused  atomic.Bool // fn called Commit or Rollback
 	connLost bool        // set by rollback: the connection was closed
+	standby  bool        // set by rollback: the connection's server is a standby
 }
 
 // ErrTxManaged is returned by Commit and Rollback on the Tx that InTx gives
@@ -213,6 +214,7 @@ func rollback(ctx context.Context, t *tx) {
 	defer cancel()
 	conn := t.Conn() // nil from a fake in a unit test
 	closed := conn != nil && conn.IsClosed()
+	t.standby = conn != nil && conn.PgConn().ParameterStatus("in_hot_standby") == "on"
 	t.connLost = t.Tx.Rollback(ctx) != nil || closed
 }
 
@@ -279,7 +281,9 @@ func (r *txRun) run(ctx context.Context, fn func(Tx) error, o *txOptions) error 
 			}
 			return nil
 		}
-		reason := retryReason(err, t != nil && t.connLost)
+		// A standby is expected under OnReplica: its refusal of a write is the
+		// caller's mistake, not a failover.
+		reason := retryReason(err, t != nil && t.connLost, t != nil && t.standby && !o.replica)
 		outcome := txError // BEGIN or COMMIT failed
 		if t != nil && !t.committing {
 			outcome = txRollback // fn (or a setting) failed and was rolled back

@@ -4,8 +4,9 @@
 # redis-server (or PGKIT_TEST_REDIS_URL), pgbouncer for the tests that run
 # pgkit through PgBouncer in transaction pooling mode (pgtest.StartPgBouncer),
 # promtool (Debian's prometheus package) for the alert rules, and chromium for
-# the dashboard's browser test, and the HypoPG extension (hypothetical
-# indexes) for the query insights' index suggestions.
+# the dashboard's browser test, the HypoPG extension (hypothetical
+# indexes) for the query insights' index suggestions, and Patroni with etcd
+# for the failover tests (pgtest.StartPatroni).
 # On Debian, as root or with sudo, it installs what is missing; elsewhere it
 # stops with the command to run.
 set -euo pipefail
@@ -26,6 +27,8 @@ fi
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 # HypoPG for each PostgreSQL installed here (Debian's layout).
 for bindir in /usr/lib/postgresql/*/bin; do
 	[ -d "$bindir" ] || continue
@@ -44,7 +47,7 @@ if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" 
 fi
 echo "provision: missing ${missing[*]}. Install them, for example:" >&2
 echo "  sudo apt-get install ${missing[*]}      (Debian/Ubuntu)" >&2
-echo "  brew install postgresql redis pgbouncer prometheus chromium   (macOS)" >&2
+echo "  brew install postgresql redis pgbouncer prometheus chromium etcd; pip install 'patroni[etcd3]'   (macOS)" >&2
 echo "or point the tests at running servers with PGKIT_TEST_DATABASE_URL and PGKIT_TEST_REDIS_URL," >&2
 echo "or run a Docker engine with the docker command on PATH (the test harness then runs containers)." >&2
 exit 1
