@@ -115,6 +115,17 @@ func conflict(code string) string {
 	return ""
 }
 
+// standbyError is a write refused because the primary's connection reached
+// a standby, in a way the server reports without 25006 (the Writer's
+// pg_current_xact_id: "cannot assign TransactionIds during recovery",
+// XX000). Transient: the primary will be found again.
+type standbyError struct{ err error }
+
+func (e *standbyError) Error() string {
+	return "pgkit: the server is a standby (a failover in progress?): " + e.err.Error()
+}
+func (e *standbyError) Unwrap() error { return e.err }
+
 // retryReason says why a transaction attempt that failed with err may run
 // again ("serialization", "deadlock", "connection", "plan"), or "" when it
 // must not. connClosed reports whether the attempt's connection is closed,
@@ -178,6 +189,10 @@ func commitFailed(err error) bool {
 // failover, or the transaction lost a race) from the database refusing the
 // data.
 func transient(err error) bool {
+	var standby *standbyError
+	if errors.As(err, &standby) {
+		return true
+	}
 	if code := sqlstate(err); code != "" {
 		return conflict(code) != "" || sessionLost(code) || code == sqlstateTooManyClients || code == sqlstateReadOnly
 	}

@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/faultproxy"
 	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/pgkit-dev/pgkit/internal/testkit"
 )
@@ -340,4 +343,76 @@ func TestSwitchover(t *testing.T) {
 	_, err = conn.Exec(ctx, `INSERT INTO ha_writes (id) VALUES (-1)`)
 	var pgErr interface{ SQLState() string }
 	require.True(t, errors.As(err, &pgErr) && pgErr.SQLState() == "25006", fmt.Sprint(err))
+}
+
+// TestStandbyBehindOneAddress: the primary's address (a DNS name or a
+// virtual address, here a proxy) led to a standby for a while, as after a
+// demotion before the address moved, and the pool still holds connections
+// to it. The first write refused there (25006) drops them all at once: InTx
+// with retry runs again on the primary after that one refusal. The Writer
+// rides such a period too.
+func TestStandbyBehindOneAddress(t *testing.T) {
+	t.Parallel()
+	s := startReplicas(t, 1)
+	primaryAddr, standbyAddr := "127.0.0.1:"+strconv.Itoa(s.primary.Port()), "127.0.0.1:"+strconv.Itoa(s.replicas[0].Port())
+	proxy, err := faultproxy.Start(primaryAddr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	logs := &testkit.LogRecorder{}
+	const conns = 4
+	db := openTest(t, pgkit.Config{URL: strings.Replace(s.url, primaryAddr, proxy.Addr(), 1), MaxConns: conns,
+		Logger: slog.New(logs)})
+	ctx := context.Background()
+	refusals := func() int { return strings.Count(logs.Text(), "sqlstate=25006") }
+	standbyFound := func() int { return strings.Count(logs.Text(), "is a standby now") }
+	toStandby := func() {
+		proxy.SetTarget(standbyAddr)
+		proxy.ResetAll()
+		db.Reset() // the broken connections, each of which would fail a statement once, go
+	}
+
+	toStandby()
+	onServers(t, db, conns, true) // every connection of the pool is on the standby
+	proxy.SetTarget(primaryAddr)  // the address moves back; the pool still holds them
+	require.NoError(t, pgkit.InTx(ctx, db, func(tx pgkit.Tx) error { return insertTenant(ctx, tx, "after") },
+		pgkit.WithRetry(pgkit.RetryPolicy{})))
+	require.Equal(t, 1, refusals(), "one refusal, then the other connections were dropped: %s", logs.Text())
+	_, ok := logs.Find("is a standby now")
+	require.True(t, ok, logs.Text())
+	onServers(t, db, conns, false) // no connection to the standby is left
+
+	// The Writer's batch is refused on the standby, and written once the
+	// address leads to the primary.
+	<-time.After(time.Second) // the pool's drop, and its log line, come once a second at most
+	toStandby()
+	w, err := pgkit.NewWriter(db, pgkit.WriterConfig[tenantRow]{Table: "tenants", FlushInterval: time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, w.Write(ctx, tenantRow{ID: "writer", Name: "writer"}))
+	require.Eventually(t, func() bool { return standbyFound() > 1 }, 10*time.Second, 5*time.Millisecond, "refused on the standby: %s", logs.Text())
+	proxy.SetTarget(primaryAddr)
+	require.NoError(t, w.Close(ctx))
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM tenants WHERE id IN ('after', 'writer')`).Scan(&n))
+	require.Equal(t, 2, n)
+}
+
+// onServers holds n connections of db at once and checks that each one's
+// server is (standby) or is not in recovery.
+func onServers(t *testing.T, db *pgkit.DB, n int, standby bool) {
+	t.Helper()
+	ctx := context.Background()
+	held := make([]*pgxpool.Conn, 0, n)
+	defer func() {
+		for _, c := range held {
+			c.Release()
+		}
+	}()
+	for range n {
+		c, err := db.Acquire(ctx)
+		require.NoError(t, err)
+		held = append(held, c)
+		var inRecovery bool
+		require.NoError(t, c.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery))
+		require.Equal(t, standby, inRecovery, "connection %d", len(held))
+	}
 }

@@ -236,9 +236,16 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 		t.logStatement(ctx, &f)
 	}
 	if f.outcome == outcomeError && t.role == rolePrimary && onStandby(conn, err) {
-		cs.onStandby = true
-		t.standbyFound(ctx)
+		t.foundStandby(ctx, cs)
 	}
+}
+
+// foundStandby marks a connection of the primary's pool whose server turned
+// out to be a standby: it is closed when released, and the pool's other
+// connections are dropped (standbyFound).
+func (t *tracer) foundStandby(ctx context.Context, cs *connState) {
+	cs.onStandby = true
+	t.standbyFound(ctx)
 }
 
 // primaryReached notes where a new connection of the primary's pool landed:

@@ -107,6 +107,15 @@ func (p *Proxy) Resume() {
 	p.mu.Unlock()
 }
 
+// SetTarget sends new connections to target from now on, as a DNS name or
+// a virtual address that moves to another server; connections open now
+// stay where they are.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
+
 // ResetAll cuts every connection open now, as a restarting server or a
 // failing middlebox would.
 func (p *Proxy) ResetAll() {
@@ -197,7 +206,10 @@ func (p *Proxy) accept() {
 			_ = client.Close()
 			continue
 		}
-		server, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		server, err := net.Dial("tcp", target)
 		if err != nil {
 			_ = client.Close()
 			continue
