@@ -60,6 +60,11 @@ cases = {
         {"series": 'pgkit_nplusone_total{job="chat",instance="a",pool="hot",name="messages_by_conversation"}', "values": "0+1x40"},
         {"series": 'pgkit_nplusone_total{job="chat",instance="a",pool="hot",name="rare"}', "values": "0+0.6x40"},
     ], "32m", {"pool": "hot", "name": "messages_by_conversation"}, "15"),
+    # One change of primary in pool ha; pool steady never changed.
+    "PgkitFailover": ([
+        {"series": 'pgkit_failovers_total{job="chat",instance="a",pool="ha"}', "values": "0 0 0 0 1 1 1 1"},
+        {"series": 'pgkit_failovers_total{job="chat",instance="a",pool="steady"}', "values": "0x7"},
+    ], "6m", {"pool": "ha"}, None),
     # 20 retries per 120 transactions a minute (17%) against 12 (10%, not over),
     # and an idle pool (30 a minute, all retried) under the rate floor.
     "PgkitTransactionRetryStorm": ([

@@ -73,6 +73,11 @@ panel("Database up", [f"min by (pool, role) (pgkit_database_up{{{SEL}}})"], kind
       desc="1: the health check at scrape time reached the server (up or degraded); 0: down.")
 panel("Replica lag", [f"max by (pool, replica) (pgkit_replica_lag_seconds{{{SEL}}})"], unit="s", legend=["{{replica}}"],
       desc="Replay lag of each of Config.ReplicaURLs at its latest check; above MaxReplicaLag (10s by default) reads skip it.")
+panel("Failovers and the primary", [
+    f"sum by (pool) (increase(pgkit_failovers_total{{{SEL}}}[$__rate_interval]))",
+    f"max by (pool, addr) (pgkit_primary_info{{{SEL}}})"],
+    legend=["failovers {{pool}}", "primary {{addr}}"],
+    desc="Changes of the primary's address seen by new connections (a failover or switchover through a multi-host URL), and which address is the primary now.")
 panel("Transaction attempts p99", [
     f"histogram_quantile(0.99, sum by (pool, le) (rate(pgkit_tx_attempts_bucket{{{SEL}}}[$__rate_interval])))"], legend=["{{pool}}"])
 
