@@ -49,6 +49,10 @@ bench: deps ## Benchmarks, -count 6 (BENCH_COUNT), under 10 min: raw output to b
 bench-report: ## BENCHMARKS.md and docs/bench/*.svg from bench/results.txt (run make bench first).
 	$(GO) run ./internal/benchreport -in bench/results.txt -md BENCHMARKS.md -svg docs/bench
 
+.PHONY: failover
+failover: deps ## Failovers through a Patroni cluster under load (leader killed, synchronous and not; a switchover): Patroni's time, pgkit's, what failed, what was lost.
+	$(GO) test -run '^$$' -bench '^BenchmarkFailover$$' -benchtime 1x -count $(or $(FAILOVER_COUNT),1) -timeout 30m .
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target (root and ./cache) for FUZZTIME each (default 10s); their corpora are in each package's testdata/fuzz.
 	@for pkg in . ./cache; do \

@@ -39,7 +39,7 @@ type haCluster struct {
 	reg  *prometheus.Registry
 }
 
-func startHA(t *testing.T, synchronous bool) haCluster {
+func startHA(t testing.TB, synchronous bool) haCluster {
 	t.Helper()
 	p := pgtest.StartPatroni(t, pgtest.PatroniOptions{Synchronous: synchronous})
 	replicas := make([]string, p.Nodes())
@@ -47,7 +47,7 @@ func startHA(t *testing.T, synchronous bool) haCluster {
 		replicas[i] = p.NodeURL(i)
 	}
 	logs, reg := &testkit.LogRecorder{}, prometheus.NewPedanticRegistry()
-	db := openTest(t, pgkit.Config{URL: p.URL("read-write"), ReplicaURLs: replicas, MaxConns: 4,
+	db := testkit.OpenDB(t, pgkit.Config{URL: p.URL("read-write"), ReplicaURLs: replicas, MaxConns: 4,
 		ConnectTimeout: time.Second, HealthTimeout: time.Second, ReplicaCheckPeriod: 100 * time.Millisecond,
 		Logger: slog.New(logs), Registerer: reg})
 	_, err := db.Exec(context.Background(), `CREATE TABLE ha_writes (id bigint PRIMARY KEY);
@@ -75,7 +75,7 @@ type haLoad struct {
 	refused     atomic.Int64 // items handed to OnError or OnAmbiguous
 }
 
-func startLoad(t *testing.T, db *pgkit.DB) *haLoad {
+func startLoad(t testing.TB, db *pgkit.DB) *haLoad {
 	t.Helper()
 	l := &haLoad{stop: make(chan struct{}), txErrors: map[string]int{}}
 	var err error
@@ -149,7 +149,7 @@ func startLoad(t *testing.T, db *pgkit.DB) *haLoad {
 }
 
 // end stops the load and closes the Writer, which writes what it holds.
-func (l *haLoad) end(t *testing.T) {
+func (l *haLoad) end(t testing.TB) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
@@ -161,7 +161,7 @@ func (l *haLoad) end(t *testing.T) {
 // resumeAndEnd waits for the first transaction committed by the server on
 // port and acknowledged after t0, lets the load run a second more, ends it,
 // and returns how long after t0 that acknowledgement came.
-func (l *haLoad) resumeAndEnd(t *testing.T, port int, t0 time.Time) time.Duration {
+func (l *haLoad) resumeAndEnd(t testing.TB, port int, t0 time.Time) time.Duration {
 	t.Helper()
 	var resumed time.Duration
 	require.Eventually(t, func() bool {
@@ -196,7 +196,7 @@ func (l *haLoad) acksOnAfter(port int, t0 time.Time) int {
 
 // lost counts the acknowledged ids and Writer items missing from the
 // database, and Writer items written more than once.
-func (l *haLoad) lost(t *testing.T, db *pgkit.DB) (ids, items int) {
+func (l *haLoad) lost(t testing.TB, db *pgkit.DB) (ids, items int) {
 	t.Helper()
 	ctx := context.Background()
 	rows, err := db.Query(ctx, `SELECT id FROM ha_writes`)
@@ -415,4 +415,20 @@ func onServers(t *testing.T, db *pgkit.DB, n int, standby bool) {
 		require.NoError(t, c.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery))
 		require.Equal(t, standby, inRecovery, "connection %d", len(held))
 	}
+}
+
+// TestInTxRetriesNoRefusedConnection: a BEGIN whose connection the server
+// refused (a role that does not exist) is the server's answer, not a
+// failover: InTx with retry returns it after one attempt.
+func TestInTxRetriesNoRefusedConnection(t *testing.T) {
+	t.Parallel()
+	url := strings.Replace(pgtest.NewDatabase(t), "postgres://postgres@", "postgres://no_such_role_3391@", 1)
+	db := testkit.OpenDB(t, pgkit.Config{URL: url, LazyConnect: true, MaxConns: 1})
+	ran := 0
+	err := pgkit.InTx(context.Background(), db, func(pgkit.Tx) error { ran++; return nil },
+		pgkit.WithRetry(pgkit.RetryPolicy{MaxAttempts: 5}))
+	require.ErrorContains(t, err, "no_such_role_3391")
+	var retryErr *pgkit.RetryError
+	require.False(t, errors.As(err, &retryErr), "one attempt: %v", err)
+	require.Zero(t, ran)
 }
