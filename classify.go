@@ -40,9 +40,16 @@ const (
 // onStandby reports whether err is a write refused because conn's server is
 // a hot standby (after a failover, the old primary comes back as one): not
 // a READ ONLY transaction's refusal, which the server sends to a primary
-// too. The server says which with in_hot_standby (PostgreSQL 14 and later).
+// too.
 func onStandby(conn *pgx.Conn, err error) bool {
-	return conn != nil && sqlstate(err) == sqlstateReadOnly && conn.PgConn().ParameterStatus("in_hot_standby") == "on"
+	return conn != nil && sqlstate(err) == sqlstateReadOnly && isStandby(conn.PgConn())
+}
+
+// isStandby reports whether conn's server is a hot standby, as it says in
+// in_hot_standby (PostgreSQL 14 and later; kept current as it changes, so a
+// promotion turns it off). Older servers never say so.
+func isStandby(conn *pgconn.PgConn) bool {
+	return conn.ParameterStatus("in_hot_standby") == "on"
 }
 
 // sqlstate is the SQLSTATE of the server error in err's chain, or "" when

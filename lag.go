@@ -17,20 +17,21 @@ type walAt struct {
 const maxPendingWAL = 64
 
 // lagTracker measures a replica's lag against its primary: at each check,
-// the primary's position is read, then what the replica has replayed. Lag
-// is the age of the oldest primary position the replica has still not
-// replayed: WAL the primary had then is not readable on the replica yet.
-// Unlike the replica's own view (the age of the last transaction it
-// replayed, once it replayed all it received), it grows for a standby cut
-// off from its primary, and it does not read an idle primary's first write
-// as an hour of lag.
+// the primary's position is read, then what the replica has replayed. A
+// replica that has replayed up to the primary's position has no lag.
+// Otherwise its lag is the larger of two: the age of the oldest primary
+// position it has still not replayed (WAL the primary had then is not
+// readable on it yet), which grows for a standby cut off from its primary
+// that by its own view is caught up; and its own view (the age of the last
+// transaction it replayed while it has received WAL it has not replayed),
+// which tells at once of a standby that restarted far behind.
 type lagTracker struct {
 	pending []walAt // positions not yet replayed, oldest first
 }
 
 // lag records the check: the primary's position (lsn 0 when it could not
 // be read), the replica's replay position, and its own view of its lag,
-// which serves when the primary could not be read.
+// which serves alone when the primary could not be read.
 func (l *lagTracker) lag(now time.Time, primary walAt, replay uint64, own time.Duration) time.Duration {
 	if primary.lsn == 0 || replay == 0 {
 		// No primary to compare with (down, in recovery itself, or a new
@@ -57,7 +58,7 @@ func (l *lagTracker) lag(now time.Time, primary walAt, replay uint64, own time.D
 	if len(l.pending) == 0 {
 		return 0
 	}
-	return max(now.Sub(l.pending[0].at), 0)
+	return max(now.Sub(l.pending[0].at), own, 0)
 }
 
 // parseLSN reads a pg_lsn's text ("16/B374D848"); 0 when it is not one.

@@ -12,12 +12,15 @@ func TestLagTracker(t *testing.T) {
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	var l lagTracker
 
-	// Caught up with an idle primary: no lag, whatever its last transaction's age.
+	// Caught up with an idle primary: no lag, whatever its own view says.
 	require.Zero(t, l.lag(at(0), walAt{at(0), 100}, 100, time.Hour))
-	// The primary's first write in an hour, not replayed yet at the check:
-	// behind by the moment since the primary's position was read.
-	require.Equal(t, time.Duration(0), l.lag(at(1), walAt{at(1), 200}, 100, time.Hour))
+	// The primary's first write in an hour, not yet received by the replica
+	// at the check: behind by the moment since the primary's position was read.
+	require.Equal(t, time.Duration(0), l.lag(at(1), walAt{at(1), 200}, 100, 0))
 	require.Zero(t, l.lag(at(2), walAt{at(2), 200}, 200, 0), "replayed by the next check")
+	// Restarted far behind: its own view tells at once.
+	require.Equal(t, 30*time.Second, l.lag(at(2), walAt{at(2), 300}, 250, 30*time.Second))
+	require.Zero(t, l.lag(at(2), walAt{at(2), 300}, 300, 0))
 
 	// Cut off: it replays nothing more while the primary writes on.
 	require.Zero(t, l.lag(at(3), walAt{at(3), 300}, 200, 0))

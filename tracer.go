@@ -252,7 +252,7 @@ func (t *tracer) foundStandby(ctx context.Context, cs *connState) {
 // a change of primary (a failover, as multi-host URLs see it) is counted
 // and logged. A standby reached by a URL that allows one is not a primary.
 func (t *tracer) primaryReached(ctx context.Context, conn *pgx.Conn) {
-	if conn.PgConn().ParameterStatus("in_hot_standby") == "on" {
+	if isStandby(conn.PgConn()) {
 		return
 	}
 	addr := conn.PgConn().Conn().RemoteAddr().String()

@@ -214,7 +214,7 @@ func rollback(ctx context.Context, t *tx) {
 	defer cancel()
 	conn := t.Conn() // nil from a fake in a unit test
 	closed := conn != nil && conn.IsClosed()
-	t.standby = conn != nil && conn.PgConn().ParameterStatus("in_hot_standby") == "on"
+	t.standby = conn != nil && isStandby(conn.PgConn())
 	t.connLost = t.Tx.Rollback(ctx) != nil || closed
 }
 

@@ -64,7 +64,7 @@ func (w *Writer[T]) writeOnce(ctx context.Context, items []T) (*pendingCommit, e
 	}
 	results, err := conn.Conn().PgConn().Exec(ctx, begin+"; SELECT pg_current_xact_id()::text").ReadAll()
 	if err != nil {
-		if conn.Conn().PgConn().ParameterStatus("in_hot_standby") == "on" {
+		if isStandby(conn.Conn().PgConn()) {
 			// "cannot assign TransactionIds during recovery" (XX000): the
 			// primary's address leads to a standby, during a failover.
 			if cs, ok := conn.Conn().PgConn().CustomData()[connStateKey].(*connState); ok {
