@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -595,12 +596,19 @@ func serverDuration(s string) time.Duration {
 	return time.Duration(n) * unit
 }
 
-// redactedURL describes the connection target without its password.
+// redactedURL describes the connection target without its password: the
+// user, every host of a multi-host URL, and the database.
 func redactedURL(pcfg *pgxpool.Config) string {
+	hosts := []string{net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))}
+	for _, fb := range pcfg.ConnConfig.Fallbacks { // each host, once per sslmode pgx will try
+		if h := net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
 	u := url.URL{
 		Scheme: "postgres",
 		User:   url.User(pcfg.ConnConfig.User),
-		Host:   net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port))),
+		Host:   strings.Join(hosts, ","),
 		Path:   "/" + pcfg.ConnConfig.Database,
 	}
 	if pcfg.ConnConfig.Password != "" {

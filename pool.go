@@ -171,7 +171,7 @@ func (db *DB) checkServer(ctx context.Context) error {
 }
 
 // Config returns the effective configuration: defaults applied, and as URL
-// the connection target alone (user, first host and port, database), its
+// the connection target alone (user, every host and port, database), its
 // password shown as "xxxxx" and the URL's other parameters left out.
 func (db *DB) Config() Config { return db.cfg }
 

@@ -381,3 +381,14 @@ func TestAcquireTimeoutUnderContention(t *testing.T) {
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the pool serves normally afterwards")
 }
+
+// TestConfigURLMultiHost: Config().URL of a multi-host URL names every host
+// once (pgx tries each under two sslmodes), and never the password.
+func TestConfigURLMultiHost(t *testing.T) {
+	t.Parallel()
+	db, err := pgkit.Open(context.Background(), pgkit.Config{LazyConnect: true,
+		URL: "postgres://app:multi-sekret@db1:5432,db2:5433,db3/app?target_session_attrs=read-write&sslmode=prefer"})
+	require.NoError(t, err)
+	defer db.Close()
+	require.Equal(t, "postgres://app:xxxxx@db1:5432,db2:5433,db3:5432/app", db.Config().URL)
+}
