@@ -599,22 +599,28 @@ func serverDuration(s string) time.Duration {
 // redactedURL describes the connection target without its password: the
 // user, every host of a multi-host URL, and the database.
 func redactedURL(pcfg *pgxpool.Config) string {
-	hosts := []string{net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))}
-	for _, fb := range pcfg.ConnConfig.Fallbacks { // each host, once per sslmode pgx will try
-		if h := net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))); !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
-		}
-	}
 	u := url.URL{
 		Scheme: "postgres",
 		User:   url.User(pcfg.ConnConfig.User),
-		Host:   strings.Join(hosts, ","),
+		Host:   hostsOf(pcfg),
 		Path:   "/" + pcfg.ConnConfig.Database,
 	}
 	if pcfg.ConnConfig.Password != "" {
 		u.User = url.UserPassword(pcfg.ConnConfig.User, "xxxxx")
 	}
 	return u.String()
+}
+
+// hostsOf is every host:port pgx will try for pcfg, each once (pgx tries a
+// host once per sslmode), joined by commas as in a multi-host URL.
+func hostsOf(pcfg *pgxpool.Config) string {
+	hosts := []string{net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port)))}
+	for _, fb := range pcfg.ConnConfig.Fallbacks {
+		if h := net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return strings.Join(hosts, ",")
 }
 
 // programName is the default application_name: the executable's base name,

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"strconv"
 	"sync"
 	"time"
 
@@ -38,7 +36,7 @@ const connectFailuresBeforeBackoff = 2
 type connectBackoff struct {
 	max    time.Duration // the longest wait; 0: never wait (ConnectBackoff Disabled)
 	logger *slog.Logger
-	addr   string // host:port, for the log
+	addr   string // host:port (every host of a multi-host URL), for the log
 
 	mu       sync.Mutex
 	failures int       // attempts failed in a row, since the last success
@@ -54,7 +52,7 @@ func newConnectBackoff(cfg *Config, pcfg *pgxpool.Config) *connectBackoff {
 	return &connectBackoff{
 		max:    max(cfg.ConnectBackoff, 0),
 		logger: cfg.alerts,
-		addr:   net.JoinHostPort(pcfg.ConnConfig.Host, strconv.Itoa(int(pcfg.ConnConfig.Port))),
+		addr:   hostsOf(pcfg),
 	}
 }
 

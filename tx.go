@@ -58,8 +58,9 @@ type txOptionsStarter interface {
 // that set isolation or access mode are refused.
 //
 // With WithRetry, fn runs again in a new transaction after a serialization
-// failure, a deadlock, a connection lost before COMMIT was sent or a cached
-// statement the server refused after a migration, so fn must not have
+// failure, a deadlock, a connection lost before COMMIT was sent, no server
+// to connect to for BEGIN, a write refused by a server that became a
+// standby, or a cached statement the server refused after a migration, so fn must not have
 // effects outside the database that cannot be repeated (use OnCommit for
 // those).
 func InTx(ctx context.Context, q TxStarter, fn func(tx Tx) error, opts ...TxOption) error {

@@ -125,11 +125,14 @@ func (p *RetryPolicy) setDefaults() error {
 
 // WithRetry runs fn again, in a new transaction, when the transaction fails
 // with a serialization failure (SQLSTATE 40001) or a deadlock (40P01), or
-// loses its connection before COMMIT is sent, or when the server refused a
-// connection's cached prepared statement before running it (0A000 "cached
-// plan must not change result type" after a migration changed its result
-// columns, or 26000); that last one runs again at once, without backoff. Any
-// other error returns at once. A connection lost during COMMIT leaves the
+// loses its connection before COMMIT is sent, or finds no server to connect
+// to for BEGIN (a *pgconn.ConnectError or *UnreachableError: nothing ran; a
+// server refusing the connection, as for a wrong password, is not retried),
+// or has a write refused because its server became a standby (25006 after a
+// failover), or when the server refused a connection's cached prepared
+// statement before running it (0A000 "cached plan must not change result
+// type" after a migration changed its result columns, or 26000); that last
+// one runs again at once, without backoff. Any other error returns at once. A connection lost during COMMIT leaves the
 // outcome unknown: that returns *AmbiguousCommitError and is never retried.
 // After the last attempt the error is a *RetryError.
 func WithRetry(p RetryPolicy) TxOption {
