@@ -159,7 +159,7 @@ const closedReason = "closed: DB.Close was called"
 func (db *DB) health(ctx context.Context) HealthReport {
 	var r HealthReport
 	busy, latency, err := probe(ctx, db.pool, &db.cfg,
-		`SELECT current_setting('server_version'), pg_is_in_recovery()`, nil, &r.ServerVersion, &r.InRecovery)
+		`SELECT current_setting('server_version'), pg_is_in_recovery()`, &r.ServerVersion, &r.InRecovery)
 	switch {
 	case busy && (err == nil || sqlstate(err) != ""): // the server answered (perhaps "too many clients")
 		return HealthReport{Status: StatusDegraded, Reason: fmt.Sprintf(

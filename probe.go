@@ -9,14 +9,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// probe is the one check Health and the replica checks run: sql with args,
-// scanned into dest, on pool within ctx (bounded by the caller's cfg.HealthTimeout). It
+// probe is the one check Health and the replica checks run: sql, scanned
+// into dest, on pool within ctx (bounded by the caller's cfg.HealthTimeout). It
 // gives the pool half of timeout to lend a connection, so that when none
 // comes because every one is checked out, the other half can open a
 // connection of the probe's own (untraced, outside the pool) and tell a busy
 // pool (the server answers) from a server that does not. busy reports that
 // the pool had no connection to lend; latency is the query's round trip.
-func probe(ctx context.Context, pool *pgxpool.Pool, cfg *Config, sql string, args []any, dest ...any) (busy bool, latency time.Duration, err error) {
+func probe(ctx context.Context, pool *pgxpool.Pool, cfg *Config, sql string, dest ...any) (busy bool, latency time.Duration, err error) {
 	ctx = WithQueryName(ctx, healthQueryName)
 	acquireCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout/2)
 	conn, err := pool.Acquire(acquireCtx)
@@ -24,7 +24,7 @@ func probe(ctx context.Context, pool *pgxpool.Pool, cfg *Config, sql string, arg
 	if err == nil {
 		defer conn.Release()
 		start := time.Now()
-		err = conn.QueryRow(ctx, sql, args...).Scan(dest...)
+		err = conn.QueryRow(ctx, sql).Scan(dest...)
 		return false, time.Since(start), err
 	}
 	if !busyPool(pool, err) {
@@ -38,7 +38,7 @@ func probe(ctx context.Context, pool *pgxpool.Pool, cfg *Config, sql string, arg
 	}
 	defer direct.Close(context.WithoutCancel(ctx))
 	start := time.Now()
-	err = direct.QueryRow(ctx, sql, args...).Scan(dest...)
+	err = direct.QueryRow(ctx, sql).Scan(dest...)
 	return true, time.Since(start), err
 }
 

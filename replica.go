@@ -276,7 +276,7 @@ func (s *replicaSet) checkAll(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, s.primary.cfg.HealthTimeout)
 	var text string
 	var primary walAt
-	if _, _, err := probe(pctx, s.primary.pool, &s.primary.cfg, primaryLSNSQL, nil, &text); err == nil {
+	if _, _, err := probe(pctx, s.primary.pool, &s.primary.cfg, primaryLSNSQL, &text); err == nil {
 		primary = walAt{at: time.Now(), lsn: parseLSN(text)}
 	}
 	cancel()
@@ -303,7 +303,7 @@ func (r *replica) check(ctx context.Context, primary walAt) {
 	st := ReplicaStatus{Addr: r.addr}
 	var ownLag float64
 	var replay string
-	_, _, err := probe(ctx, r.pool, &r.set.primary.cfg, replicaCheckSQL, nil, &st.InRecovery, &replay, &ownLag)
+	_, _, err := probe(ctx, r.pool, &r.set.primary.cfg, replicaCheckSQL, &st.InRecovery, &replay, &ownLag)
 	st.Lag = r.lag.lag(time.Now(), primary, parseLSN(replay), time.Duration(ownLag*float64(time.Second)))
 	maxLag := r.set.primary.cfg.MaxReplicaLag
 	switch {

@@ -31,9 +31,9 @@ type tracer struct {
 	bounds  *boundWatcher                // nil without a ClientTimeout
 	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
-	// pool is the primary's pool, once it exists: standbyFound resets it.
+	// pool is the primary's pool, once it exists: foundStandby resets it.
 	pool      atomic.Pointer[pgxpool.Pool]
-	lastReset atomic.Int64 // UnixNano of standbyFound's last reset
+	lastReset atomic.Int64 // UnixNano of foundStandby's last reset
 
 	closeOnce sync.Once
 
@@ -240,14 +240,6 @@ func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, r
 	}
 }
 
-// foundStandby marks a connection of the primary's pool whose server turned
-// out to be a standby: it is closed when released, and the pool's other
-// connections are dropped (standbyFound).
-func (t *tracer) foundStandby(ctx context.Context, cs *connState) {
-	cs.onStandby = true
-	t.standbyFound(ctx)
-}
-
 // primaryReached notes where a new connection of the primary's pool landed:
 // a change of primary (a failover, as multi-host URLs see it) is counted
 // and logged. A standby reached by a URL that allows one is not a primary.
@@ -262,12 +254,14 @@ func (t *tracer) primaryReached(ctx context.Context, conn *pgx.Conn) {
 	}
 }
 
-// standbyFound drops the primary pool's connections, at most once a second:
-// one of them found its server a standby, so the others, opened to the same
-// address, are likely on it too. Idle ones close now, those in use when
-// they come back; new ones find the primary again (with a multi-host URL's
+// foundStandby marks a connection of the primary's pool whose server turned
+// out to be a standby, to be closed when released, and drops the pool's
+// other connections, at most once a second: opened to the same address,
+// they are likely on it too. Idle ones close now, those in use when they
+// come back; new ones find the primary again (with a multi-host URL's
 // target_session_attrs=read-write, or a DNS name or address that has moved).
-func (t *tracer) standbyFound(ctx context.Context) {
+func (t *tracer) foundStandby(ctx context.Context, cs *connState) {
+	cs.onStandby = true
 	now, last := time.Now().UnixNano(), t.lastReset.Load()
 	if now-last < int64(time.Second) || !t.lastReset.CompareAndSwap(last, now) {
 		return

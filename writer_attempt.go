@@ -67,9 +67,7 @@ func (w *Writer[T]) writeOnce(ctx context.Context, items []T) (*pendingCommit, e
 		if isStandby(conn.Conn().PgConn()) {
 			// "cannot assign TransactionIds during recovery" (XX000): the
 			// primary's address leads to a standby, during a failover.
-			if cs, ok := conn.Conn().PgConn().CustomData()[connStateKey].(*connState); ok {
-				w.db.tracer.foundStandby(ctx, cs)
-			}
+			w.db.tracer.foundStandby(ctx, w.db.tracer.state(conn.Conn()))
 			return nil, &standbyError{err}
 		}
 		return nil, err

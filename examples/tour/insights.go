@@ -20,6 +20,10 @@ import (
 // 200,000-row table counts as slow and an index lookup does not.
 const insightsThreshold = 5 * time.Millisecond
 
+// messagesOfConversation is the query of this part: one conversation's
+// messages, counted, on a foreign key without an index.
+const messagesOfConversation = `SELECT count(*) FROM messages WHERE conversation_id = $1`
+
 // insightsTour shows why a request is slow: a query in a loop caught with
 // its line, a slow query's plan, an index verified with HypoPG, applied, and
 // the query no longer slow; then the server's own view.
@@ -35,7 +39,7 @@ func insightsTour(ctx context.Context, db *pgkit.DB, serverURL string, logger *s
 		ctx := pgkit.WithQueryName(r.Context(), "messages_of_conversation")
 		for _, id := range convIDs[:20] {
 			var n int
-			if err := db.QueryRow(ctx, `SELECT count(*) FROM messages WHERE conversation_id = $1`, id).Scan(&n); err != nil {
+			if err := db.QueryRow(ctx, messagesOfConversation, id).Scan(&n); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
@@ -118,7 +122,7 @@ func insightsTour(ctx context.Context, db *pgkit.DB, serverURL string, logger *s
 		start := time.Now()
 		var n int
 		if err := insights.QueryRow(pgkit.WithQueryName(ctx, "messages_of_conversation"),
-			`SELECT count(*) FROM messages WHERE conversation_id = $1`, convIDs[0]).Scan(&n); err != nil {
+			messagesOfConversation, convIDs[0]).Scan(&n); err != nil {
 			return err
 		}
 		fastest = min(fastest, time.Since(start))
@@ -146,7 +150,7 @@ func capturePlan(ctx context.Context, db *pgkit.DB, convID int64) (*pgkit.QueryP
 	ctx = pgkit.WithQueryName(ctx, "messages_of_conversation")
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 		var n int
-		if err := db.QueryRow(ctx, `SELECT count(*) FROM messages WHERE conversation_id = $1`, convID).Scan(&n); err != nil {
+		if err := db.QueryRow(ctx, messagesOfConversation, convID).Scan(&n); err != nil {
 			return nil, err
 		}
 		for _, q := range db.SlowQueries() {

@@ -177,15 +177,21 @@ func waitAccepting(ctx context.Context, connURL string, timeout time.Duration) e
 }
 
 func pingOnce(ctx context.Context, connURL string) error {
+	var one int
+	return queryOnce(ctx, connURL, "SELECT 1", &one)
+}
+
+// queryOnce runs sql on a connection of its own, within 5s, and scans its
+// row into dest.
+func queryOnce(ctx context.Context, connURL, sql string, dest ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, connURL)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	var one int
-	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.QueryRow(ctx, sql).Scan(dest...)
 }
 
 // withDatabase returns connURL with its database replaced by name. connURL

@@ -197,8 +197,11 @@ func (lc *localCluster) close(ctx context.Context) error {
 }
 
 // postmasterPID returns the PID in postmaster.pid, or 0.
-func (lc *localCluster) postmasterPID() int {
-	b, err := os.ReadFile(filepath.Join(lc.dataDir, "postmaster.pid"))
+func (lc *localCluster) postmasterPID() int { return postmasterPID(lc.dataDir) }
+
+// postmasterPID returns the PID in dataDir's postmaster.pid, or 0.
+func postmasterPID(dataDir string) int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if err != nil {
 		return 0
 	}

@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // PatroniOptions configures a cluster started by StartPatroni.
@@ -270,7 +268,7 @@ func (p *Patroni) startEtcd(ctx context.Context, bin string) (string, error) {
 	}
 	defer log.Close()
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(serverEnv(), "ETCD_UNSUPPORTED_ARCH="+os.Getenv("ETCD_UNSUPPORTED_ARCH"))
+	cmd.Env = serverEnv()
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("pgtest: start etcd: %w", err)
@@ -355,16 +353,6 @@ func killTree(pid int) {
 	}
 }
 
-func postmasterPID(dataDir string) int {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(line)))
-	return pid
-}
-
 // noneRunning reports whether every Patroni started has exited.
 func (p *Patroni) noneRunning() bool {
 	p.mu.Lock()
@@ -413,12 +401,7 @@ func (p *Patroni) Nodes() int { return len(p.nodes) }
 type PatroniMember struct {
 	Name  string `json:"name"`
 	Role  string `json:"role"`  // leader, replica, sync_standby
-	State string `json:"state"` // running, streaming, stopped, ...
-	Port  int    `json:"port"`
-	// Timeline is the member's timeline; Lag its replication lag in bytes
-	// (a number, or "unknown" which reads as 0).
-	Timeline int             `json:"timeline"`
-	Lag      json.RawMessage `json:"lag"`
+	State string `json:"state"` // running (streaming in Patroni 3.0.4 and later), stopped, ...
 }
 
 // Members is the cluster as the first node that answers reports it.
@@ -481,38 +464,35 @@ func (p *Patroni) WaitLeader(ctx context.Context, except int) (int, error) {
 // WaitStreaming waits until node i is a replica that streams from the
 // leader: Patroni lists it as one, and its WAL receiver streams.
 func (p *Patroni) WaitStreaming(ctx context.Context, i int) error {
-	_, err := waitFor(ctx, 50*time.Millisecond, func() (int, bool, error) {
-		members, err := p.Members(ctx)
-		if err != nil {
-			return 0, false, nil
+	return p.waitMember(ctx, p.nodes[i].name+" streaming", func(m PatroniMember) bool {
+		if p.index(m) != i || m.Role == "leader" {
+			return false
 		}
-		for _, m := range members {
-			if p.index(m) != i || m.Role == "leader" || (m.State != "running" && m.State != "streaming") {
-				continue
-			}
-			var streaming bool
-			err := queryOnce(ctx, p.NodeURL(i), `SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')`, &streaming)
-			return 0, err == nil && streaming, nil
-		}
-		return 0, false, nil
-	}, p.nodes[i].name+" streaming")
-	return err
+		var streaming bool
+		err := queryOnce(ctx, p.NodeURL(i), `SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')`, &streaming)
+		return err == nil && streaming
+	})
 }
 
 // waitSyncStandby waits until Patroni has named a synchronous standby.
 func (p *Patroni) waitSyncStandby(ctx context.Context) error {
+	return p.waitMember(ctx, "a synchronous standby", func(m PatroniMember) bool { return m.Role == "sync_standby" })
+}
+
+// waitMember waits until a running member satisfies ok.
+func (p *Patroni) waitMember(ctx context.Context, what string, ok func(PatroniMember) bool) error {
 	_, err := waitFor(ctx, 50*time.Millisecond, func() (int, bool, error) {
 		members, err := p.Members(ctx)
 		if err != nil {
 			return 0, false, nil
 		}
 		for _, m := range members {
-			if m.Role == "sync_standby" && (m.State == "running" || m.State == "streaming") {
+			if (m.State == "running" || m.State == "streaming") && ok(m) {
 				return 0, true, nil
 			}
 		}
 		return 0, false, nil
-	}, "a synchronous standby")
+	}, what)
 	return err
 }
 
@@ -599,19 +579,6 @@ func startPatroniWatchdog(dir string) (*watchdog, error) {
 	cmd.Env = append(serverEnv(), "PGKIT_PATRONI_DIR="+dir)
 	detach(cmd)
 	return runWatchdog(cmd)
-}
-
-// queryOnce runs sql on a connection of its own and scans its row into
-// dest.
-func queryOnce(ctx context.Context, connURL, sql string, dest ...any) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	return conn.QueryRow(ctx, sql).Scan(dest...)
 }
 
 // waitFor polls f every period until it reports done, an error, or ctx
