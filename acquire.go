@@ -17,23 +17,41 @@ import (
 // batches or transactions.
 //
 // It is a context of its own rather than context.WithTimeout because it is on
-// every checkout: after a successful Acquire, its channel and timer are
-// reused (sync.Pool), so the steady state allocates nothing for a caller
-// whose context cannot be canceled, and only context.AfterFunc's
-// registration for one that can.
+// every checkout, and most checkouts find an idle connection: no timer should
+// be set for them. AcquireTimeout is kept one of two ways:
+//
+//   - when the caller's context cannot be canceled (context.Background, a
+//     worker's), the checkout shares the deadline of every checkout that
+//     began in the same window of the tracer's (waitWindows): one timer per
+//     window, none per checkout; a wait ends between AcquireTimeout and
+//     AcquireTimeout plus a sixteenth of it;
+//   - when it can be canceled, a timer and a watch on the parent are armed
+//     at the second call of Done, when the checkout waits: the first call
+//     is puddle's check, without blocking, that the context is not over; a
+//     second is a wait (for a free connection, for a new one to connect, for
+//     a ping).
+//
+// After a successful Acquire the context is reused (sync.Pool), so the
+// steady state allocates nothing, but context.AfterFunc's registration for a
+// cancelable caller that waited.
 type acquireCtx struct {
-	parent   context.Context
-	start    time.Time
-	deadline time.Time // zero: no AcquireTimeout, behave as parent
+	parent  context.Context
+	start   int64         // nanotime
+	timeout time.Duration // AcquireTimeout; 0: behave as parent (none, or the caller's deadline is sooner)
+	window  *waitWindow   // the shared deadline, when parent cannot be canceled; else nil
 
+	// For a parent that can be canceled:
 	done       chan struct{}
+	dones      atomic.Int32 // calls of Done: the second is a wait
+	armed      atomic.Bool
 	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
-	connected  atomic.Bool  // a connection was opened with this context (see release)
-	timer      *time.Timer
+	timer      *time.Timer  // stopped while not armed
 	stopParent func() bool
+	timeoutErr error // set by timedOut before the state says so: Err's answer then
 
-	conns      *connectBackoff // the pool's connection attempts; nil in benchmarks
-	timeoutErr error           // set by timedOut before the state says so: Err's answer then, when not nil
+	connected atomic.Bool           // a connection was opened with this context (see release)
+	conns     *connectBackoff       // the pool's connection attempts; nil in benchmarks
+	windowErr atomic.Pointer[error] // Err's answer once the window's deadline passed
 }
 
 const (
@@ -44,49 +62,81 @@ const (
 
 type acquireCtxKey struct{}
 
-var acquireCtxPool = sync.Pool{New: func() any { return &acquireCtx{} }}
+var acquireCtxPool = sync.Pool{New: func() any {
+	c := &acquireCtx{done: make(chan struct{})}
+	c.timer = time.AfterFunc(time.Hour, c.timedOut)
+	c.timer.Stop()
+	return c
+}}
 
-func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connectBackoff) *acquireCtx {
+// newAcquireCtx starts an Acquire under parent; windows is the tracer's,
+// nil without an AcquireTimeout.
+func newAcquireCtx(parent context.Context, windows *waitWindows, conns *connectBackoff) *acquireCtx {
 	c := acquireCtxPool.Get().(*acquireCtx)
-	c.parent = parent
-	c.start = time.Now()
-	c.deadline = time.Time{}
-	c.connected.Store(false)
+	c.parent, c.start, c.timeout, c.window = parent, nanotime(), 0, nil
 	c.conns, c.timeoutErr = conns, nil
-	if timeout <= 0 {
+	// A reused c is live and was not connected (see release); what is seldom
+	// set is loaded before it is reset: an atomic store costs more than a
+	// load on the checkout path.
+	if c.armed.Load() {
+		c.armed.Store(false)
+	}
+	if c.windowErr.Load() != nil {
+		c.windowErr.Store(nil)
+	}
+	if windows == nil {
 		return c
 	}
-	if d, ok := parent.Deadline(); ok && !d.After(c.start.Add(timeout)) {
-		return c // the caller's deadline comes first: no timer to set
+	if d, ok := parent.Deadline(); ok && !d.After(timeAt(c.start+int64(windows.timeout))) {
+		return c // the caller's deadline comes first: nothing to add
 	}
-	c.deadline = c.start.Add(timeout)
-	if c.done == nil {
-		c.done = make(chan struct{})
+	c.timeout = windows.timeout
+	if parent.Done() == nil {
+		c.window = windows.current()
+		return c
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(timeout, c.timedOut)
-	} else {
-		c.timer.Reset(timeout)
-	}
-	if parent.Done() != nil {
-		c.stopParent = context.AfterFunc(parent, c.parentDone)
+	c.dones.Store(0)
+	if parent.Err() != nil {
+		c.finish(acquireParentDone) // as context.WithTimeout would be: done from the start
 	}
 	return c
 }
 
+// arm sets the timer for what is left of AcquireTimeout (ending the wait
+// now when nothing is) and the watch on the parent.
+func (c *acquireCtx) arm() {
+	if !c.armed.CompareAndSwap(false, true) {
+		return
+	}
+	left := time.Duration(c.start + int64(c.timeout) - nanotime())
+	if left <= 0 {
+		c.timedOut()
+		return
+	}
+	c.timer.Reset(left)
+	c.stopParent = context.AfterFunc(c.parent, c.parentDone)
+}
+
 func (c *acquireCtx) parentDone() { c.finish(acquireParentDone) }
 
-// timedOut ends the wait at AcquireTimeout. When connection attempts were
-// failing meanwhile, the wait ends with an *UnreachableError that says so
-// (and still matches ErrAcquireTimeout): the database is down, not busy.
-// It is written before finish publishes the state that Err reads.
+// timedOut ends the wait at AcquireTimeout (for a cancelable parent). It is
+// written before finish publishes the state that Err reads.
 func (c *acquireCtx) timedOut() {
+	c.timeoutErr = c.timeoutError()
+	c.finish(acquireTimedOut)
+}
+
+// timeoutError is the error of a wait that AcquireTimeout ended. When
+// connection attempts were failing meanwhile, it is an *UnreachableError that
+// says so (and still matches ErrAcquireTimeout): the database is down, not
+// busy.
+func (c *acquireCtx) timeoutError() error {
 	if c.conns != nil {
-		if err := c.conns.timeoutError(c.start); err != nil {
-			c.timeoutErr = err
+		if err := c.conns.timeoutError(timeAt(c.start)); err != nil {
+			return err
 		}
 	}
-	c.finish(acquireTimedOut)
+	return ErrAcquireTimeout
 }
 
 func (c *acquireCtx) finish(state int32) {
@@ -96,15 +146,15 @@ func (c *acquireCtx) finish(state int32) {
 }
 
 // release ends the Acquire: it stops the timer and the watch on the parent
-// and puts c back for reuse when nothing can still read it. Something can
-// when the Acquire failed (puddle's constructor goes on with the context
-// after the wait gave up), when it opened a connection (net.Dialer's
-// fallback racers read the context's values after DialContext returned), or
-// when the timer or the parent already fired; then c is left to the garbage
-// collector, as a context.WithTimeout would be.
+// when they were armed, and puts c back for reuse when nothing can still
+// read it. Something can when the Acquire failed (puddle's constructor goes
+// on with the context after the wait gave up), when it opened a connection
+// (net.Dialer's fallback racers read the context's values after DialContext
+// returned), or when the timer or the parent already fired; then c is left
+// to the garbage collector, as a context.WithTimeout would be.
 func (c *acquireCtx) release(acquired bool) {
 	stopped := true
-	if !c.deadline.IsZero() {
+	if c.armed.Load() {
 		stopped = c.timer.Stop()
 		if c.stopParent != nil {
 			stopped = c.stopParent() && stopped
@@ -112,39 +162,62 @@ func (c *acquireCtx) release(acquired bool) {
 		}
 	}
 	if acquired && stopped && !c.connected.Load() && c.state.Load() == acquireLive {
-		c.parent, c.conns = nil, nil
+		c.parent, c.conns, c.window = nil, nil, nil
 		acquireCtxPool.Put(c)
 	}
 }
 
 func (c *acquireCtx) Deadline() (time.Time, bool) {
 	pd, ok := c.parent.Deadline()
-	if c.deadline.IsZero() || ok && pd.Before(c.deadline) {
+	if c.timeout == 0 {
 		return pd, ok
 	}
-	return c.deadline, true
+	d := timeAt(c.start + int64(c.timeout))
+	if c.window != nil {
+		d = timeAt(c.window.deadline.Load())
+	}
+	if ok && pd.Before(d) {
+		return pd, ok
+	}
+	return d, true
 }
 
 func (c *acquireCtx) Done() <-chan struct{} {
-	if c.deadline.IsZero() {
+	switch {
+	case c.timeout == 0:
 		return c.parent.Done()
+	case c.window != nil:
+		return c.window.done
+	}
+	if c.dones.Add(1) == 2 {
+		c.arm()
 	}
 	return c.done
 }
 
 func (c *acquireCtx) Err() error {
-	if c.deadline.IsZero() {
+	switch {
+	case c.timeout == 0:
 		return c.parent.Err()
+	case c.window != nil:
+		select {
+		case <-c.window.done:
+		default:
+			return nil
+		}
+		if p := c.windowErr.Load(); p != nil {
+			return *p
+		}
+		err := c.timeoutError()
+		c.windowErr.CompareAndSwap(nil, &err)
+		return *c.windowErr.Load()
 	}
 	switch c.state.Load() {
 	case acquireTimedOut:
 		if err := c.parent.Err(); err != nil {
 			return err // the caller's deadline came at the same time: it wins
 		}
-		if c.timeoutErr != nil {
-			return c.timeoutErr
-		}
-		return ErrAcquireTimeout
+		return c.timeoutErr
 	case acquireParentDone:
 		return c.parent.Err()
 	}
@@ -165,20 +238,21 @@ func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpo
 }
 
 func (t *tracer) acquireStart(ctx context.Context, conns *connectBackoff) context.Context {
-	t.obs.waiting.Add(1)
-	return newAcquireCtx(ctx, t.cfg.AcquireTimeout, conns)
+	c := newAcquireCtx(ctx, t.waits, conns)
+	t.obs.acquires.Add(1)
+	return c
 }
 
 // TraceAcquireEnd implements pgxpool.AcquireTracer.
 func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
-	now := time.Now()
+	now := nanotime()
 	ac, ok := ctx.(*acquireCtx) // what TraceAcquireStart returned, unless another tracer wrapped it
 	if !ok {
 		ac, ok = ctx.Value(acquireCtxKey{}).(*acquireCtx)
 	}
 	wait := time.Duration(-1) // unknown
 	if ok {
-		wait = now.Sub(ac.start)
+		wait = time.Duration(now - ac.start)
 		ac.release(data.Err == nil)
 	}
 	t.obs.acquireDone(wait, data.Err != nil && isAcquireTimeout(data.Err))
@@ -186,7 +260,7 @@ func (t *tracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxp
 		return
 	}
 	cs := t.state(data.Conn)
-	cs.acquiredAt.Store(now.UnixNano())
+	cs.acquiredAt.Store(now)
 	if t.leaks != nil {
 		t.leaks.acquired(cs)
 	}

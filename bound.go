@@ -2,33 +2,35 @@ package pgkit
 
 import (
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// clientBound is ClientTimeout on one connection: the statement in flight
-// without a deadline of its caller's, and whether the watcher ended it.
+// clientBound is ClientTimeout on one connection: when the statement in
+// flight without a deadline of its caller's started, and whether the
+// watcher ended it.
 //
 // Setting a deadline on the socket for every statement, and clearing it
 // after, costs two timer updates in the runtime per statement, the largest
 // part of what pgkit added to a query. Instead each statement notes when it
-// started (a mutex, uncontended), and one goroutine per tracer looks every
+// started (one atomic store), and one goroutine per tracer looks every
 // boundPeriod for statements past ClientTimeout and puts a deadline in the
 // past on their sockets: the read or write blocked on the server fails at
 // once with a timeout, as it would at its own deadline.
 type clientBound struct {
-	mu      sync.Mutex
-	since   int64    // UnixNano the bounded statement started; 0: none in flight
-	sock    net.Conn // its socket
-	expired bool     // the watcher ended it
+	// since is the nanotime the bounded statement started; 0: none in
+	// flight; boundExpired: the watcher ended it.
+	since atomic.Int64
+	sock  net.Conn // the connection's socket, set before the watcher sees it
 
 	// limit, when not 0, replaces ClientTimeout on this connection until it
 	// goes back to the pool: WithStatementTimeout's longer statements.
 	limit atomic.Int64
 }
+
+const boundExpired = -1
 
 // liftClientBound makes ClientTimeout d plus DefaultClientTimeoutMargin on
 // conn until it goes back to the pool (TraceRelease resets it), so a
@@ -57,35 +59,24 @@ func boundPeriod(clientTimeout time.Duration) time.Duration {
 	return min(max(clientTimeout/8, 5*time.Millisecond), time.Second)
 }
 
-// start notes a bounded statement on sock.
-func (b *clientBound) start(sock net.Conn, now time.Time) {
-	b.mu.Lock()
-	b.since, b.sock = now.UnixNano(), sock
-	b.mu.Unlock()
-}
+// start notes a bounded statement started at now (nanotime).
+func (b *clientBound) start(now int64) { b.since.Store(now) }
 
 // end ends it and reports whether the watcher had ended it first.
-func (b *clientBound) end() (expired bool) {
-	b.mu.Lock()
-	expired = b.expired
-	b.since, b.sock, b.expired = 0, nil, false
-	b.mu.Unlock()
-	return expired
-}
+func (b *clientBound) end() (expired bool) { return b.since.Swap(0) == boundExpired }
 
-// expire ends the statement when it has run for timeout by now. Under the
-// mutex, so that it can only be the statement it saw start: a statement that
-// ended meanwhile cleared since, and the next one noted its own.
-func (b *clientBound) expire(now time.Time, timeout time.Duration) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// expire ends the statement when it has run for timeout by now. The
+// compare-and-swap makes it the statement it saw: one that ended meanwhile
+// cleared since, and the next one noted its own. The statement's end then
+// closes the socket, so a deadline set after it ended changes nothing.
+func (b *clientBound) expire(now int64, timeout time.Duration) {
 	if l := b.limit.Load(); l != 0 {
 		timeout = time.Duration(l)
 	}
-	if b.since == 0 || b.expired || now.UnixNano()-b.since < int64(timeout) {
+	since := b.since.Load()
+	if since <= 0 || now-since < int64(timeout) || !b.since.CompareAndSwap(since, boundExpired) {
 		return
 	}
-	b.expired = true
 	_ = b.sock.SetDeadline(time.Unix(0, 1)) // in the past: the blocked read or write fails now
 }
 
@@ -105,7 +96,8 @@ func startBoundWatcher(conns func() []*connState, timeout time.Duration) *boundW
 			select {
 			case <-w.stop:
 				return
-			case now := <-tick.C:
+			case <-tick.C:
+				now := nanotime()
 				for _, cs := range conns() {
 					cs.bound.expire(now, timeout)
 				}

@@ -74,19 +74,19 @@ func (d *leakDetector) run(period time.Duration) {
 		select {
 		case <-d.stop:
 			return
-		case now := <-tick.C:
-			d.scan(now)
+		case <-tick.C:
+			d.scan(nanotime())
 		}
 	}
 }
 
 // scan reports each connection that has just passed the threshold.
-func (d *leakDetector) scan(now time.Time) {
+func (d *leakDetector) scan(now int64) {
 	for _, cs := range d.conns() {
 		cs.leak.mu.Lock()
 		// acquiredAt is read under the lock: acquired stores it before it
 		// marks the connection out, so the two agree.
-		since := time.Duration(now.UnixNano() - cs.acquiredAt.Load())
+		since := time.Duration(now - cs.acquiredAt.Load())
 		if !cs.leak.out || cs.leak.leaked || since < d.threshold {
 			cs.leak.mu.Unlock()
 			continue

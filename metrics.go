@@ -163,7 +163,8 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 	hist(descConnectDuration, &o.connect[0], "ok")
 	hist(descConnectDuration, &o.connect[1], "error")
 	counter(descLeaks, float64(o.leaks.Load()))
-	gauge(descWaiting, float64(o.waiting.Load()))
+	waiting, _ := o.pool()
+	gauge(descWaiting, float64(waiting))
 	gauge(descLeaked, float64(o.leaked.Load()))
 
 	for out := range numTxOutcomes {

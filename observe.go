@@ -17,7 +17,8 @@ import (
 type observer struct {
 	names *nameRegistry
 
-	waiting         atomic.Int64 // callers inside Acquire now
+	acquires        atomic.Int64 // Acquires begun; waiting: those not done (see pool)
+	unknownWaits    atomic.Int64 // Acquires done whose wait is unknown
 	acquireTimeouts atomic.Int64
 	leaked          atomic.Int64 // connections held past LeakThreshold now
 	leaks           atomic.Uint64
@@ -82,9 +83,10 @@ var attemptBuckets = []float64{1, 2, 3, 4, 5, 7, 10}
 // acquireDone records one Acquire's wait (negative: unknown); timedOut
 // when AcquireTimeout ended it.
 func (o *observer) acquireDone(wait time.Duration, timedOut bool) {
-	o.waiting.Add(-1)
 	if wait >= 0 {
 		o.acquire.observe(int64(wait))
+	} else {
+		o.unknownWaits.Add(1)
 	}
 	if timedOut {
 		o.acquireTimeouts.Add(1)
@@ -92,9 +94,11 @@ func (o *observer) acquireDone(wait time.Duration, timedOut bool) {
 }
 
 // pool is the observer's part of PoolStats: callers waiting for a
-// connection now, and the waits AcquireTimeout ended.
+// connection now (the Acquires begun and not done: one add per Acquire
+// instead of two), and the waits AcquireTimeout ended.
 func (o *observer) pool() (waiting, acquireTimeouts int64) {
-	return o.waiting.Load(), o.acquireTimeouts.Load()
+	done := int64(o.acquire.count()) + o.unknownWaits.Load() // first: an Acquire begins before it is done
+	return max(o.acquires.Load()-done, 0), o.acquireTimeouts.Load()
 }
 
 func (o *observer) released(held time.Duration) { o.hold.observe(int64(held)) }
@@ -169,71 +173,6 @@ func (o *observer) txRetry(reason string) {
 			return
 		}
 	}
-}
-
-// histogram counts observations into fixed buckets with two atomic adds
-// (the bucket and the sum), where a Prometheus histogram needs more and a
-// compare-and-swap loop; its snapshot has Prometheus' shape.
-type histogram struct {
-	le     []float64       // upper bounds, inclusive, in the snapshot's unit
-	bounds []int64         // the same in units of observe
-	unit   float64         // an observed unit in the snapshot's unit (1e-9: ns to seconds)
-	counts []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
-	sum    atomic.Int64
-}
-
-// init sets the buckets, given in units of scale (seconds for durations
-// observed in nanoseconds: scale time.Second).
-func (h *histogram) init(buckets []float64, scale time.Duration) {
-	h.le, h.unit = buckets, 1/float64(scale)
-	h.bounds = make([]int64, len(buckets))
-	for i, b := range buckets {
-		h.bounds[i] = int64(b * float64(scale))
-	}
-	h.counts = make([]atomic.Uint64, len(buckets)+1)
-}
-
-func (h *histogram) observe(v int64) {
-	i := 0
-	for i < len(h.bounds) && v > h.bounds[i] {
-		i++
-	}
-	h.counts[i].Add(1)
-	h.sum.Add(v)
-}
-
-// histSnapshot is a histogram read at one moment: cumulative counts per
-// finite upper bound (the +Inf bucket is Count), and the sum.
-type histSnapshot struct {
-	Bounds     []float64
-	Cumulative []uint64
-	Count      uint64
-	Sum        float64
-}
-
-func (h *histogram) snapshot() histSnapshot {
-	s := histSnapshot{Bounds: h.le, Cumulative: make([]uint64, len(h.bounds))}
-	for i := range h.counts {
-		s.Count += h.counts[i].Load()
-		if i < len(h.bounds) {
-			s.Cumulative[i] = s.Count
-		}
-	}
-	s.Sum = float64(h.sum.Load()) * h.unit
-	return s
-}
-
-// add sums other into s (same buckets).
-func (s *histSnapshot) add(other histSnapshot) {
-	if s.Bounds == nil {
-		s.Bounds = other.Bounds
-		s.Cumulative = make([]uint64, len(other.Cumulative))
-	}
-	for i := range s.Cumulative {
-		s.Cumulative[i] += other.Cumulative[i]
-	}
-	s.Count += other.Count
-	s.Sum += other.Sum
 }
 
 // nameStats is one query name's counters, by op and outcome.

@@ -254,16 +254,23 @@ func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 		"Ping":      func(ctx context.Context) error { return db.Ping(ctx) },
 		"Pool.Exec": func(ctx context.Context) error { _, err := db.Pool().Exec(ctx, "SELECT 1"); return err },
 	}
-	for name, call := range methods {
-		start := time.Now()
-		err := call(ctx)
-		elapsed := time.Since(start)
-		require.ErrorIs(t, err, pgkit.ErrAcquireTimeout, name)
-		require.ErrorIs(t, err, context.DeadlineExceeded, name)
-		require.GreaterOrEqual(t, elapsed, 150*time.Millisecond, name)
-		require.Less(t, elapsed, 2*time.Second, name)
+	// A caller's context that cannot be canceled shares its deadline with
+	// the waits of its window; one that can has a timer of its own.
+	cancelable, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, ctx := range []context.Context{ctx, cancelable} {
+		for name, call := range methods {
+			start := time.Now()
+			err := call(ctx)
+			elapsed := time.Since(start)
+			require.ErrorIs(t, err, pgkit.ErrAcquireTimeout, name)
+			require.ErrorIs(t, err, context.DeadlineExceeded, name)
+			require.GreaterOrEqual(t, elapsed, 150*time.Millisecond, name)
+			require.Less(t, elapsed, 2*time.Second, name)
+		}
 	}
-	require.Equal(t, int64(len(methods)), db.PoolStats().AcquireTimeouts)
+	require.Equal(t, int64(2*len(methods)), db.PoolStats().AcquireTimeouts)
+	require.Zero(t, db.PoolStats().Waiting)
 
 	// The caller's shorter deadline wins, and is not reported as the pool's timeout.
 	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
@@ -292,9 +299,52 @@ func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 	}
 	require.Equal(t, int32(0), db.PoolStats().Acquired)
 
+	// With idle connections, where the timeout's timer is never armed, a
+	// caller canceled before the call is still refused, as pgxpool refuses it.
+	conn, err := db.Pool().Acquire(canceled)
+	if conn != nil {
+		conn.Release()
+	}
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, pgkit.ErrAcquireTimeout)
+
 	// The timeout bounds only the wait: a query longer than it still runs.
 	_, err = db.Exec(ctx, "SELECT pg_sleep(0.3)")
 	require.NoError(t, err)
+}
+
+// TestAcquireTimeoutWindow: waits whose callers' contexts cannot be canceled
+// share the deadline of their window; each still waits its whole
+// AcquireTimeout, and ends within a sixteenth of it more (here 50ms, plus
+// room for a busy machine). While they wait, PoolStats counts them.
+func TestAcquireTimeoutWindow(t *testing.T) {
+	t.Parallel()
+	const timeout = 800 * time.Millisecond
+	db := openTest(t, pgkit.Config{MaxConns: 1, MinConns: 1, AcquireTimeout: timeout})
+	held, err := db.Acquire(context.Background())
+	require.NoError(t, err)
+	defer held.Release()
+
+	const waiters = 8
+	elapsed := make([]time.Duration, waiters)
+	errs := make([]error, waiters)
+	var wg sync.WaitGroup
+	for i := range waiters {
+		<-time.After(15 * time.Millisecond) // the waits begin across more than one window
+		wg.Go(func() {
+			start := time.Now()
+			_, errs[i] = db.Exec(context.Background(), "SELECT 1")
+			elapsed[i] = time.Since(start)
+		})
+	}
+	require.Eventually(t, func() bool { return db.PoolStats().Waiting == waiters }, timeout/2, 5*time.Millisecond)
+	wg.Wait()
+	for i := range waiters {
+		require.ErrorIs(t, errs[i], pgkit.ErrAcquireTimeout)
+		require.GreaterOrEqual(t, elapsed[i], timeout, "wait %d", i)
+		require.Less(t, elapsed[i], timeout+timeout/16+250*time.Millisecond, "wait %d", i)
+	}
+	require.Zero(t, db.PoolStats().Waiting)
 }
 
 func TestKeepaliveOnTheSocket(t *testing.T) {

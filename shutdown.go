@@ -84,7 +84,7 @@ func (e *ShutdownError) Unwrap() error { return e.Err }
 
 // held describes the connections checked out now.
 func (t *tracer) held() []HeldConn {
-	now := time.Now().UnixNano()
+	now := nanotime()
 	var out []HeldConn
 	for _, cs := range t.openConns() {
 		at := cs.acquiredAt.Load()

@@ -29,6 +29,7 @@ type tracer struct {
 	ring    *slowRing                    // shared by a DB's primary and replica tracers
 	leaks   *leakDetector                // nil without a LeakThreshold
 	bounds  *boundWatcher                // nil without a ClientTimeout
+	waits   *waitWindows                 // nil without an AcquireTimeout
 	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
 	// pool is the primary's pool, once it exists: foundStandby resets it.
@@ -60,6 +61,7 @@ func newTracer(cfg Config, role string, ring *slowRing) *tracer {
 	if cfg.LeakThreshold > 0 {
 		t.leaks = newLeakDetector(t.obs, t.openConns, cfg.LeakThreshold, cfg.Logger, cfg.alerts)
 	}
+	t.waits = newWaitWindows(cfg.AcquireTimeout)
 	if cfg.ClientTimeout > 0 {
 		t.bounds = startBoundWatcher(t.openConns, cfg.ClientTimeout)
 	}
@@ -83,7 +85,7 @@ const connStateKey = "pgkit.tracer"
 type connState struct {
 	ops [numOps]opState
 
-	acquiredAt atomic.Int64 // UnixNano of the current checkout; 0 while in the pool
+	acquiredAt atomic.Int64 // nanotime of the current checkout; 0 while in the pool
 	leak       leakState
 
 	// boundBy is 1 + the op whose start put it under ClientTimeout, 0 when
@@ -110,7 +112,7 @@ type connState struct {
 
 // opState is one statement in flight on a connection.
 type opState struct {
-	start time.Time
+	start int64 // nanotime
 	name  string
 	stats *nameStats // name's counters ("other" past MaxQueryNames)
 	sql   string
@@ -139,9 +141,9 @@ func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op,
 		s := strings.TrimSpace(sql) // its own variable: only a first run allocates
 		ns.sql.Store(&s)
 	}
-	now := time.Now()
+	now := nanotime()
 	cs.ops[o] = opState{start: now, name: name, stats: ns, sql: sql, args: args}
-	t.bound(ctx, conn, cs, o, now)
+	t.bound(ctx, cs, o, now)
 }
 
 // named names a statement by its context, else by its SQL text (see
@@ -183,14 +185,14 @@ func (t *tracer) namedBy(ctx context.Context, fallback string) (string, *nameSta
 // once the statement has run for ClientTimeout, the read or write fails
 // with a timeout, and pgx closes the connection. Nothing is allocated, and
 // no timer is touched, on the statement path (see clientBound).
-func (t *tracer) bound(ctx context.Context, conn *pgx.Conn, cs *connState, o op, now time.Time) {
+func (t *tracer) bound(ctx context.Context, cs *connState, o op, now int64) {
 	if t.cfg.ClientTimeout <= 0 || cs.boundBy != 0 {
 		return
 	}
 	if _, ok := ctx.Deadline(); ok {
 		return
 	}
-	cs.bound.start(conn.PgConn().Conn(), now)
+	cs.bound.start(now)
 	cs.boundBy = uint8(o) + 1
 }
 
@@ -214,7 +216,7 @@ func (t *tracer) unbound(conn *pgx.Conn, cs *connState, o op, err error) {
 func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, rows int64, err error) {
 	t.unbound(conn, cs, o, err)
 	s := &cs.ops[o]
-	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Since(s.start), rows: rows, err: err}
+	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Duration(nanotime() - s.start), rows: rows, err: err}
 	ns := s.stats
 	*s = opState{} // retain nothing of the statement
 	f.outcome = classify(ctx, err)
@@ -385,8 +387,9 @@ func (t *tracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartD
 func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	if data.Conn != nil {
 		cs := &connState{}
+		cs.bound.sock = data.Conn.PgConn().Conn()
 		data.Conn.PgConn().CustomData()[connStateKey] = cs
-		markPooled(data.Conn.PgConn().Conn())
+		markPooled(cs.bound.sock)
 		t.connsMu.Lock()
 		t.conns[cs] = struct{}{}
 		t.connsMu.Unlock()
@@ -422,7 +425,7 @@ func (t *tracer) openConns() []*connState {
 // TraceRelease implements pgxpool.ReleaseTracer.
 func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	cs := t.state(data.Conn)
-	held := time.Duration(time.Now().UnixNano() - cs.acquiredAt.Load())
+	held := time.Duration(nanotime() - cs.acquiredAt.Load())
 	t.obs.released(held)
 	if t.leaks != nil {
 		t.leaks.released(cs, held)
