@@ -93,6 +93,7 @@ func (r *replanner) exec(ctx context.Context, pool *pgxpool.Pool, sql string, ar
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
+	markOneShot(c)
 	defer c.Release()
 	tag, err := c.Conn().Exec(ctx, sql, args...)
 	if err != nil && r.again(err, true, args) {
@@ -124,6 +125,7 @@ func (r *replanner) poolQuery(ctx context.Context, pool *pgxpool.Pool, sql strin
 	if err != nil {
 		return &errRows{err: err}, err
 	}
+	markOneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()
@@ -138,6 +140,7 @@ func (r *replanner) queryRow(ctx context.Context, pool *pgxpool.Pool, sql string
 	if err != nil {
 		return errRow{err: err}
 	}
+	markOneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()

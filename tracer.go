@@ -104,10 +104,33 @@ type connState struct {
 	shapeSQL string
 	shape    uint64
 
+	// A checkout by one of the DB's own pool methods (Exec, Query,
+	// QueryRow) is acquire, one statement, release, with nothing of the
+	// caller's between: its statement starts when the checkout ended, and
+	// the checkout ends when its statement did, so the clock is read three
+	// times, not five. oneShot is 0 for any other checkout.
+	oneShot oneShotState
+	lastEnd int64 // nanotime the last statement of the checkout ended; 0: none did
+
 	// onStandby: a write on this connection of the primary's pool was
 	// refused because its server is now a standby; the connection is closed
 	// when it goes back to the pool.
 	onStandby bool
+}
+
+type oneShotState uint8
+
+const (
+	oneShotAcquired oneShotState = iota + 1 // no statement begun yet
+	oneShotRunning
+)
+
+// markOneShot marks c's checkout as one of the DB's own pool methods, right
+// after it was acquired (see connState.oneShot).
+func markOneShot(c *pgxpool.Conn) {
+	if cs, ok := c.Conn().PgConn().CustomData()[connStateKey].(*connState); ok {
+		cs.oneShot = oneShotAcquired
+	}
 }
 
 // opState is one statement in flight on a connection.
@@ -141,7 +164,12 @@ func (t *tracer) begin(ctx context.Context, conn *pgx.Conn, cs *connState, o op,
 		s := strings.TrimSpace(sql) // its own variable: only a first run allocates
 		ns.sql.Store(&s)
 	}
-	now := nanotime()
+	var now int64
+	if cs.oneShot == oneShotAcquired {
+		now, cs.oneShot = cs.acquiredAt.Load(), oneShotRunning
+	} else {
+		now = nanotime()
+	}
 	cs.ops[o] = opState{start: now, name: name, stats: ns, sql: sql, args: args}
 	t.bound(ctx, cs, o, now)
 }
@@ -216,7 +244,9 @@ func (t *tracer) unbound(conn *pgx.Conn, cs *connState, o op, err error) {
 func (t *tracer) end(ctx context.Context, conn *pgx.Conn, cs *connState, o op, rows int64, err error) {
 	t.unbound(conn, cs, o, err)
 	s := &cs.ops[o]
-	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Duration(nanotime() - s.start), rows: rows, err: err}
+	now := nanotime()
+	cs.lastEnd = now
+	f := finished{name: s.name, op: o, sql: s.sql, args: s.args, duration: time.Duration(now - s.start), rows: rows, err: err}
 	ns := s.stats
 	*s = opState{} // retain nothing of the statement
 	f.outcome = classify(ctx, err)
@@ -425,7 +455,12 @@ func (t *tracer) openConns() []*connState {
 // TraceRelease implements pgxpool.ReleaseTracer.
 func (t *tracer) TraceRelease(_ *pgxpool.Pool, data pgxpool.TraceReleaseData) {
 	cs := t.state(data.Conn)
-	held := time.Duration(nanotime() - cs.acquiredAt.Load())
+	now := cs.lastEnd
+	if cs.oneShot != oneShotRunning || now == 0 {
+		now = nanotime()
+	}
+	cs.oneShot, cs.lastEnd = 0, 0
+	held := time.Duration(now - cs.acquiredAt.Load())
 	t.obs.released(held)
 	if t.leaks != nil {
 		t.leaks.released(cs, held)
