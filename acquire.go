@@ -239,7 +239,7 @@ func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpo
 
 func (t *tracer) acquireStart(ctx context.Context, conns *connectBackoff) context.Context {
 	c := newAcquireCtx(ctx, t.waits, conns)
-	t.obs.acquires.Add(1)
+	t.obs.acquire.addExtra(1)
 	return c
 }
 

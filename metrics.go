@@ -140,7 +140,7 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 					ch <- constHistogram(descQueryDuration, s, ns.name, opNames[p], outcomeNames[out])
 				}
 			}
-			if n := ns.rows[p].Load(); n > 0 {
+			if n := ns.rows(p); n > 0 {
 				counter(descRows, float64(n), ns.name, opNames[p])
 			}
 			if n := ns.slow[p].Load(); n > 0 {

@@ -17,13 +17,12 @@ import (
 type observer struct {
 	names *nameRegistry
 
-	acquires        atomic.Int64 // Acquires begun; waiting: those not done (see pool)
 	unknownWaits    atomic.Int64 // Acquires done whose wait is unknown
 	acquireTimeouts atomic.Int64
 	leaked          atomic.Int64 // connections held past LeakThreshold now
 	leaks           atomic.Uint64
 
-	acquire histogram // seconds: the wait for a connection, successful or not
+	acquire histogram // seconds: the wait for a connection, successful or not; its extra: the Acquires begun
 	hold    histogram // seconds: acquire to release
 	connect [2]histogram
 
@@ -84,7 +83,7 @@ var attemptBuckets = []float64{1, 2, 3, 4, 5, 7, 10}
 // when AcquireTimeout ended it.
 func (o *observer) acquireDone(wait time.Duration, timedOut bool) {
 	if wait >= 0 {
-		o.acquire.observe(int64(wait))
+		o.acquire.observe(int64(wait), 0)
 	} else {
 		o.unknownWaits.Add(1)
 	}
@@ -98,17 +97,17 @@ func (o *observer) acquireDone(wait time.Duration, timedOut bool) {
 // instead of two), and the waits AcquireTimeout ended.
 func (o *observer) pool() (waiting, acquireTimeouts int64) {
 	done := int64(o.acquire.count()) + o.unknownWaits.Load() // first: an Acquire begins before it is done
-	return max(o.acquires.Load()-done, 0), o.acquireTimeouts.Load()
+	return max(int64(o.acquire.extra())-done, 0), o.acquireTimeouts.Load()
 }
 
-func (o *observer) released(held time.Duration) { o.hold.observe(int64(held)) }
+func (o *observer) released(held time.Duration) { o.hold.observe(int64(held), 0) }
 
 func (o *observer) connected(d time.Duration, failed bool) {
 	i := 0
 	if failed {
 		i = 1
 	}
-	o.connect[i].observe(int64(d))
+	o.connect[i].observe(int64(d), 0)
 }
 
 func (o *observer) leakFound()    { o.leaked.Add(1); o.leaks.Add(1) }
@@ -116,10 +115,7 @@ func (o *observer) leakReturned() { o.leaked.Add(-1) }
 
 // statement records a finished statement under its name's stats.
 func (o *observer) statement(ns *nameStats, op op, out outcome, d time.Duration, rows int64, slow bool, class string) {
-	ns.duration[op][out].observe(int64(d))
-	if rows > 0 {
-		ns.rows[op].Add(uint64(rows))
-	}
+	ns.duration[op][out].observe(int64(d), uint64(max(rows, 0)))
 	if slow {
 		ns.slow[op].Add(1)
 	}
@@ -162,8 +158,8 @@ const numRetryReasons = 4
 
 func (o *observer) txDone(out txOutcome, attempts int, d time.Duration) {
 	o.tx[out].Add(1)
-	o.txAttempts.observe(int64(attempts))
-	o.txDuration.observe(int64(d))
+	o.txAttempts.observe(int64(attempts), 0)
+	o.txDuration.observe(int64(d), 0)
 }
 
 func (o *observer) txRetry(reason string) {
@@ -178,8 +174,7 @@ func (o *observer) txRetry(reason string) {
 // nameStats is one query name's counters, by op and outcome.
 type nameStats struct {
 	name     string
-	duration [numOps][numOutcomes]histogram
-	rows     [numOps]atomic.Uint64
+	duration [numOps][numOutcomes]histogram // each keeps its statements' rows as its extra
 	slow     [numOps]atomic.Uint64
 	nplusone atomic.Uint64          // units of work in which it ran in a loop
 	sql      atomic.Pointer[string] // the first SQL run under the name, for DB.ServerView
@@ -196,6 +191,15 @@ func newNameStats(name string) *nameStats {
 		}
 	}
 	return ns
+}
+
+// rows is the rows the name's statements of op returned or affected.
+func (ns *nameStats) rows(op op) uint64 {
+	var n uint64
+	for out := range ns.duration[op] {
+		n += ns.duration[op][out].extra()
+	}
+	return n
 }
 
 func (ns *nameStats) failed(class string) {

@@ -274,10 +274,10 @@ func (w *Writer[T]) run() {
 // handed to OnAmbiguous.
 func (w *Writer[T]) writeBatch(batch []T) {
 	start := time.Now()
-	w.obs.batch.observe(int64(len(batch)))
+	w.obs.batch.observe(int64(len(batch)), 0)
 	var r writeResult
 	w.writeSplit(batch, &r)
-	w.obs.flush.observe(int64(time.Since(start)))
+	w.obs.flush.observe(int64(time.Since(start)), 0)
 	w.mu.Lock()
 	w.finished += uint64(len(batch))
 	w.signal()
