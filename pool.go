@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	db.obs = db.tracer.obs
 	db.cfg.trace(pcfg, db.tracer)
-	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, obs: db.obs}
+	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, tracer: db.tracer}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	db.tracer.pool.Store(db.pool)
 	if err != nil {

@@ -42,8 +42,8 @@ import (
 type replanner struct {
 	// mode is the pool's default exec mode: statements are cached per
 	// connection only with pgx.QueryExecModeCacheStatement.
-	mode pgx.QueryExecMode
-	obs  *observer
+	mode   pgx.QueryExecMode
+	tracer *tracer // its pools': counts replans, marks one-shot checkouts
 }
 
 // again reports whether a statement of args that failed with err runs
@@ -56,7 +56,7 @@ func (r *replanner) again(err error, exec bool, args []any) bool {
 	if code == "" || !cachedStatement(r.mode, exec, args) {
 		return false
 	}
-	r.obs.replan(code)
+	r.tracer.obs.replan(code)
 	return true
 }
 
@@ -93,7 +93,7 @@ func (r *replanner) exec(ctx context.Context, pool *pgxpool.Pool, sql string, ar
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	markOneShot(c)
+	r.tracer.oneShot(c)
 	defer c.Release()
 	tag, err := c.Conn().Exec(ctx, sql, args...)
 	if err != nil && r.again(err, true, args) {
@@ -125,7 +125,7 @@ func (r *replanner) poolQuery(ctx context.Context, pool *pgxpool.Pool, sql strin
 	if err != nil {
 		return &errRows{err: err}, err
 	}
-	markOneShot(c)
+	r.tracer.oneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()
@@ -140,7 +140,7 @@ func (r *replanner) queryRow(ctx context.Context, pool *pgxpool.Pool, sql string
 	if err != nil {
 		return errRow{err: err}
 	}
-	markOneShot(c)
+	r.tracer.oneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()

@@ -148,7 +148,7 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	t.sink = &db.sink
 	t.explain = db.explain // plans are made on the primary
 	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
-		replan: replanner{mode: db.replan.mode, obs: t.obs}}
+		replan: replanner{mode: db.replan.mode, tracer: t}}
 	for _, pcfg := range cfgs {
 		db.cfg.trace(pcfg, t)
 		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)

@@ -40,6 +40,7 @@ type tracer struct {
 
 	connsMu sync.Mutex
 	conns   map[*connState]struct{} // the pools' open connections
+	cache   connCache               // conn to connState, ahead of CustomData
 }
 
 // The roles of a DB's pools: its primary's, and its replicas' together.
@@ -83,7 +84,8 @@ const connStateKey = "pgkit.tracer"
 
 // connState is the tracer's memory of one connection.
 type connState struct {
-	ops [numOps]opState
+	conn *pgx.Conn
+	ops  [numOps]opState
 
 	acquiredAt atomic.Int64 // nanotime of the current checkout; 0 while in the pool
 	leak       leakState
@@ -125,13 +127,9 @@ const (
 	oneShotRunning
 )
 
-// markOneShot marks c's checkout as one of the DB's own pool methods, right
+// oneShot marks c's checkout as one of the DB's own pool methods, right
 // after it was acquired (see connState.oneShot).
-func markOneShot(c *pgxpool.Conn) {
-	if cs, ok := c.Conn().PgConn().CustomData()[connStateKey].(*connState); ok {
-		cs.oneShot = oneShotAcquired
-	}
-}
+func (t *tracer) oneShot(c *pgxpool.Conn) { t.state(c.Conn()).oneShot = oneShotAcquired }
 
 // opState is one statement in flight on a connection.
 type opState struct {
@@ -145,12 +143,16 @@ type opState struct {
 }
 
 func (t *tracer) state(conn *pgx.Conn) *connState {
-	data := conn.PgConn().CustomData()
-	if cs, ok := data[connStateKey].(*connState); ok {
+	if cs := t.cache.get(conn); cs != nil {
 		return cs
 	}
-	cs := &connState{}
-	data[connStateKey] = cs
+	data := conn.PgConn().CustomData()
+	cs, ok := data[connStateKey].(*connState)
+	if !ok {
+		cs = &connState{conn: conn}
+		data[connStateKey] = cs
+	}
+	t.cache.put(cs)
 	return cs
 }
 
@@ -416,7 +418,7 @@ func (t *tracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartD
 // TraceConnectEnd implements pgx.ConnectTracer.
 func (t *tracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	if data.Conn != nil {
-		cs := &connState{}
+		cs := &connState{conn: data.Conn}
 		cs.bound.sock = data.Conn.PgConn().Conn()
 		data.Conn.PgConn().CustomData()[connStateKey] = cs
 		markPooled(cs.bound.sock)
@@ -438,6 +440,7 @@ func (t *tracer) connClosed(conn *pgx.Conn) {
 		t.connsMu.Lock()
 		delete(t.conns, cs)
 		t.connsMu.Unlock()
+		t.cache.drop(cs)
 	}
 }
 
