@@ -47,11 +47,10 @@ type acquireCtx struct {
 	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
 	timer      *time.Timer  // stopped while not armed
 	stopParent func() bool
-	timeoutErr error // set by timedOut before the state says so: Err's answer then
 
-	connected atomic.Bool           // a connection was opened with this context (see release)
-	conns     *connectBackoff       // the pool's connection attempts; nil in benchmarks
-	windowErr atomic.Pointer[error] // Err's answer once the window's deadline passed
+	connected  atomic.Bool           // a connection was opened with this context (see release)
+	conns      *connectBackoff       // the pool's connection attempts; nil in benchmarks
+	timeoutErr atomic.Pointer[error] // Err's answer once AcquireTimeout ended the wait, set by the first Err then
 }
 
 const (
@@ -64,7 +63,7 @@ type acquireCtxKey struct{}
 
 var acquireCtxPool = sync.Pool{New: func() any {
 	c := &acquireCtx{done: make(chan struct{})}
-	c.timer = time.AfterFunc(time.Hour, c.timedOut)
+	c.timer = time.AfterFunc(time.Hour, func() { c.finish(acquireTimedOut) })
 	c.timer.Stop()
 	return c
 }}
@@ -73,16 +72,15 @@ var acquireCtxPool = sync.Pool{New: func() any {
 // nil without an AcquireTimeout.
 func newAcquireCtx(parent context.Context, windows *waitWindows, conns *connectBackoff) *acquireCtx {
 	c := acquireCtxPool.Get().(*acquireCtx)
-	c.parent, c.start, c.timeout, c.window = parent, nanotime(), 0, nil
-	c.conns, c.timeoutErr = conns, nil
+	c.parent, c.start, c.timeout, c.window, c.conns = parent, nanotime(), 0, nil, conns
 	// A reused c is live and was not connected (see release); what is seldom
 	// set is loaded before it is reset: an atomic store costs more than a
 	// load on the checkout path.
 	if c.armed.Load() {
 		c.armed.Store(false)
 	}
-	if c.windowErr.Load() != nil {
-		c.windowErr.Store(nil)
+	if c.timeoutErr.Load() != nil {
+		c.timeoutErr.Store(nil)
 	}
 	if windows == nil {
 		return c
@@ -110,7 +108,7 @@ func (c *acquireCtx) arm() {
 	}
 	left := time.Duration(c.start + int64(c.timeout) - nanotime())
 	if left <= 0 {
-		c.timedOut()
+		c.finish(acquireTimedOut)
 		return
 	}
 	c.timer.Reset(left)
@@ -119,24 +117,22 @@ func (c *acquireCtx) arm() {
 
 func (c *acquireCtx) parentDone() { c.finish(acquireParentDone) }
 
-// timedOut ends the wait at AcquireTimeout (for a cancelable parent). It is
-// written before finish publishes the state that Err reads.
-func (c *acquireCtx) timedOut() {
-	c.timeoutErr = c.timeoutError()
-	c.finish(acquireTimedOut)
-}
-
-// timeoutError is the error of a wait that AcquireTimeout ended. When
-// connection attempts were failing meanwhile, it is an *UnreachableError that
-// says so (and still matches ErrAcquireTimeout): the database is down, not
-// busy.
-func (c *acquireCtx) timeoutError() error {
+// timedOutErr is the error of a wait that AcquireTimeout ended, the same on
+// every call. When connection attempts were failing meanwhile, it is an
+// *UnreachableError that says so (and still matches ErrAcquireTimeout): the
+// database is down, not busy.
+func (c *acquireCtx) timedOutErr() error {
+	if p := c.timeoutErr.Load(); p != nil {
+		return *p
+	}
+	err := error(ErrAcquireTimeout)
 	if c.conns != nil {
-		if err := c.conns.timeoutError(timeAt(c.start)); err != nil {
-			return err
+		if e := c.conns.timeoutError(timeAt(c.start)); e != nil {
+			err = e
 		}
 	}
-	return ErrAcquireTimeout
+	c.timeoutErr.CompareAndSwap(nil, &err)
+	return *c.timeoutErr.Load()
 }
 
 func (c *acquireCtx) finish(state int32) {
@@ -172,14 +168,14 @@ func (c *acquireCtx) Deadline() (time.Time, bool) {
 	if c.timeout == 0 {
 		return pd, ok
 	}
-	d := timeAt(c.start + int64(c.timeout))
+	end := c.start + int64(c.timeout)
 	if c.window != nil {
-		d = timeAt(c.window.deadline.Load())
+		end = c.window.deadline.Load()
 	}
-	if ok && pd.Before(d) {
-		return pd, ok
+	if d := timeAt(end); !ok || !pd.Before(d) {
+		return d, true
 	}
-	return d, true
+	return pd, ok
 }
 
 func (c *acquireCtx) Done() <-chan struct{} {
@@ -202,22 +198,17 @@ func (c *acquireCtx) Err() error {
 	case c.window != nil:
 		select {
 		case <-c.window.done:
+			return c.timedOutErr()
 		default:
 			return nil
 		}
-		if p := c.windowErr.Load(); p != nil {
-			return *p
-		}
-		err := c.timeoutError()
-		c.windowErr.CompareAndSwap(nil, &err)
-		return *c.windowErr.Load()
 	}
 	switch c.state.Load() {
 	case acquireTimedOut:
 		if err := c.parent.Err(); err != nil {
 			return err // the caller's deadline came at the same time: it wins
 		}
-		return c.timeoutErr
+		return c.timedOutErr()
 	case acquireParentDone:
 		return c.parent.Err()
 	}
