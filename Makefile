@@ -42,7 +42,7 @@ generate: ## Regenerate examples/monitoring/alerts_test.yml and grafana-dashboar
 	python3 scripts/gen_dashboard.py
 
 .PHONY: bench
-bench: deps ## Benchmarks, -count 6 (BENCH_COUNT), under 10 min: raw output to bench/results.txt, pgkit/raw ratios with 95% intervals.
+bench: deps ## Benchmarks, -count 6 (BENCH_COUNT), about 15 min on 2 cores: raw output to bench/results.txt, pgkit/raw ratios with 95% intervals.
 	bash scripts/bench.sh
 
 .PHONY: bench-report
@@ -54,7 +54,7 @@ failover: deps ## Failovers through a Patroni cluster under load (leader killed,
 	$(GO) test -run '^$$' -bench '^BenchmarkFailover$$' -benchtime 1x -count $(or $(FAILOVER_COUNT),1) -timeout 30m .
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target (root and ./cache) for FUZZTIME each (default 10s); their corpora are in each package's testdata/fuzz.
+fuzz: ## Run every fuzz target (root and ./cache) for FUZZTIME each (default 10s; a count such as 20000x has no deadline); their corpora are in each package's testdata/fuzz.
 	@for pkg in . ./cache; do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9]*' $$pkg/*_test.go | cut -d' ' -f2); do \
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

@@ -3,6 +3,7 @@ package pgkit_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -69,6 +70,42 @@ var benchGoroutines = []int{1, 16, 64}
 func BenchmarkSelect1(b *testing.B) {
 	raw, db := benchPools(b, 8, pgkit.Config{})
 	benchQueryAB(b, raw, db, "SELECT 1", 1)
+}
+
+// BenchmarkSelect1Calibration is what BenchmarkSelect1's ratio is measured
+// against, at 64 goroutines. raw-vs-raw runs two raw pools of 8 connections
+// against each other: any ratio but 1.0 is the spread of the machine and
+// the method, not of a library. session-settings runs a raw pool against
+// one whose connections carry the session settings pgkit gives its own
+// (statement_timeout, idle_in_transaction_session_timeout, jit,
+// application_name): what the server's keeping of those timeouts costs a
+// statement, whichever client sets them.
+func BenchmarkSelect1Calibration(b *testing.B) {
+	url := pgtest.NewDatabase(b)
+	open := func(params map[string]string) *pgxpool.Pool {
+		cfg, err := pgxpool.ParseConfig(fmt.Sprintf("%s&pool_max_conns=8&pool_min_conns=8", url))
+		require.NoError(b, err)
+		maps.Copy(cfg.ConnConfig.RuntimeParams, params)
+		p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		require.NoError(b, err)
+		b.Cleanup(p.Close)
+		return p
+	}
+	pgkitParams := benchDBOn(b, url, 1, pgkit.Config{}).Pool().Config().ConnConfig.RuntimeParams
+	require.NotEmpty(b, pgkitParams["statement_timeout"], "pgkit's sessions carry a statement_timeout by default")
+	raw, again, withSettings := open(nil), open(nil), open(pgkitParams)
+	query := func(p *pgxpool.Pool) func(context.Context) error {
+		return func(ctx context.Context) error {
+			var n int
+			return p.QueryRow(ctx, "SELECT 1").Scan(&n)
+		}
+	}
+	b.Run("raw-vs-raw", func(b *testing.B) {
+		benchAB(b, 64, "raw", query(raw), "raw-again", query(again))
+	})
+	b.Run("session-settings", func(b *testing.B) {
+		benchAB(b, 64, "raw", query(raw), "raw-with-settings", query(withSettings))
+	})
 }
 
 // BenchmarkCountUsers is a typical dashboard query, SELECT COUNT(*) FROM users over

@@ -32,4 +32,13 @@ func TestCallsAlternate(t *testing.T) {
 	c := callCounter{n: map[string]int{}}
 	require.Equal(t, []int{1, 0, 1, 0}, []int{c.next("x"), c.next("x"), c.next("x"), c.next("x")})
 	require.Equal(t, 1, c.next("y"), "each name counts apart")
+
+	// The testing package calls a benchmark with b.N = 1 before each run of
+	// -benchtime Nx: the runs themselves must still alternate.
+	var runs []int
+	for range 4 {
+		c.next(callKey("z", 1))
+		runs = append(runs, c.next(callKey("z", 50000)))
+	}
+	require.Equal(t, []int{1, 0, 1, 0}, runs)
 }
