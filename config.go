@@ -101,10 +101,9 @@ type Config struct {
 	// (pgxpool has no such bound). A wait that times out returns an error that
 	// matches ErrAcquireTimeout and context.DeadlineExceeded (an
 	// *UnreachableError when connection attempts were failing meanwhile); a
-	// shorter deadline on the caller's context still wins. A wait whose
-	// context cannot be canceled (context.Background()) ends up to a
-	// sixteenth of AcquireTimeout later (250ms at most): such waits share a
-	// timer. Default 5s; Disabled waits as long as the context allows.
+	// shorter deadline on the caller's context still wins. A checkout that
+	// finds an idle connection sets no timer. Default 5s; Disabled waits as
+	// long as the context allows.
 	AcquireTimeout time.Duration
 	// MaxConnLifetime closes a connection older than this (recycling, like
 	// SQLAlchemy's pool_recycle). Default 1h.

@@ -29,7 +29,6 @@ type tracer struct {
 	ring    *slowRing                    // shared by a DB's primary and replica tracers
 	leaks   *leakDetector                // nil without a LeakThreshold
 	bounds  *boundWatcher                // nil without a ClientTimeout
-	waits   *waitWindows                 // nil without an AcquireTimeout
 	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
 	// pool is the primary's pool, once it exists: foundStandby resets it.
@@ -62,7 +61,6 @@ func newTracer(cfg Config, role string, ring *slowRing) *tracer {
 	if cfg.LeakThreshold > 0 {
 		t.leaks = newLeakDetector(t.obs, t.openConns, cfg.LeakThreshold, cfg.Logger, cfg.alerts)
 	}
-	t.waits = newWaitWindows(cfg.AcquireTimeout)
 	if cfg.ClientTimeout > 0 {
 		t.bounds = startBoundWatcher(t.openConns, cfg.ClientTimeout)
 	}
