@@ -43,7 +43,7 @@ families=(
 	cache '^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x
 	cache '^BenchmarkCacheRedisHitVsRawGET$'                                      5000x
 	cache '^BenchmarkCacheMemoryHitParallel$'                                     100000x
-	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache$'                            5000x
+	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache(SameCodec)?$'               5000x
 	pgkittest '^BenchmarkNewDatabase$/./^parallel=8$/^body=200ms$'               24x
 	pgkit '^BenchmarkPoolSize$'                                                   3x
 	pgkit '^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x

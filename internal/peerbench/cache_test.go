@@ -42,10 +42,18 @@ var wantProfile = profile{
 }
 
 // cacheHits are one hit operation per library, both on the same Redis
-// through one client, each with its value already stored.
+// through one client, each with its value already stored. pgkitSameCodec is
+// pgkit's hit with go-redis/cache's codec (msgpack, s2 above 64 bytes) as its
+// cache.Codec: the two hit paths without the difference of codec.
 type cacheHits struct {
-	pgkit, goRedisCache func(context.Context) error
+	pgkit, pgkitSameCodec, goRedisCache func(context.Context) error
 }
+
+// goRedisCacheCodec is go-redis/cache's own encoding as a cache.Codec.
+type goRedisCacheCodec struct{ c *gocache.Cache }
+
+func (g goRedisCacheCodec) Marshal(v any) ([]byte, error)      { return g.c.Marshal(v) }
+func (g goRedisCacheCodec) Unmarshal(data []byte, v any) error { return g.c.Unmarshal(data, v) }
 
 // newCacheHits stores wantProfile in both caches, under keys of the
 // benchmark's own that are deleted at cleanup, and returns their hit
@@ -82,6 +90,15 @@ func newCacheHits(tb testing.TB) cacheHits {
 	require.NoError(tb, err)
 
 	gc := gocache.New(&gocache.Options{Redis: client}) // no local cache: every hit is a GET
+
+	sameStore, err := redisstore.New(client, prefix+"pgkit-same-codec:")
+	require.NoError(tb, err)
+	same, err := cache.New[profile](sameStore, cache.Config{Name: "profiles_same_codec", TTL: time.Hour,
+		StoreTimeout: 10 * time.Second, Codec: goRedisCacheCodec{gc}, Registerer: prometheus.NewRegistry()})
+	require.NoError(tb, err)
+	tb.Cleanup(same.Close)
+	_, err = same.GetOrLoad(ctx, "4242", func(context.Context) (profile, error) { return wantProfile, nil })
+	require.NoError(tb, err)
 	gkey := prefix + "go-redis-cache:profiles:4242"
 	require.NoError(tb, gc.Set(&gocache.Item{Ctx: ctx, Key: gkey, Value: wantProfile, TTL: time.Hour}))
 
@@ -91,6 +108,13 @@ func newCacheHits(tb testing.TB) cacheHits {
 			p, err := c.GetOrLoad(ctx, "4242", noLoad)
 			if err == nil && p != wantProfile {
 				err = fmt.Errorf("pgkit hit returned %+v", p)
+			}
+			return err
+		},
+		pgkitSameCodec: func(ctx context.Context) error {
+			p, err := same.GetOrLoad(ctx, "4242", noLoad)
+			if err == nil && p != wantProfile {
+				err = fmt.Errorf("pgkit hit (go-redis/cache's codec) returned %+v", p)
 			}
 			return err
 		},
@@ -114,6 +138,7 @@ func TestCacheHitsReturnTheValue(t *testing.T) {
 	hits := newCacheHits(t)
 	for range 3 {
 		require.NoError(t, hits.pgkit(context.Background()))
+		require.NoError(t, hits.pgkitSameCodec(context.Background()))
 		require.NoError(t, hits.goRedisCache(context.Background()))
 	}
 }
@@ -128,4 +153,14 @@ func TestCacheHitsReturnTheValue(t *testing.T) {
 func BenchmarkCacheRedisHitVsGoRedisCache(b *testing.B) {
 	hits := newCacheHits(b)
 	benchab.AB(b, 1, "go-redis-cache", hits.goRedisCache, "pgkit", hits.pgkit)
+}
+
+// BenchmarkCacheRedisHitVsGoRedisCacheSameCodec is
+// BenchmarkCacheRedisHitVsGoRedisCache with go-redis/cache's codec as
+// pgkit's cache.Codec: what the two hit paths cost apart from the codec.
+//
+//	go test -run '^$' -bench BenchmarkCacheRedisHitVsGoRedisCacheSameCodec -benchtime 5000x -count 6
+func BenchmarkCacheRedisHitVsGoRedisCacheSameCodec(b *testing.B) {
+	hits := newCacheHits(b)
+	benchab.AB(b, 1, "go-redis-cache", hits.goRedisCache, "pgkit", hits.pgkitSameCodec)
 }
