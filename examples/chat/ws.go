@@ -326,7 +326,10 @@ func (c *wsConn) sender() {
 			ctx, cancel := context.WithTimeout(c.ctx, c.s.opts.WriteTimeout)
 			if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
 				dead = true
-				if errors.Is(err, context.DeadlineExceeded) && c.ctx.Err() == nil {
+				// The write's own deadline, not the connection's end: when
+				// the write times out, the library closes the socket, and the
+				// read loop may end the connection before this runs.
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					c.s.wsSlow.Inc()
 				}
 				c.cancel()
