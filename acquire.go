@@ -27,9 +27,8 @@ import (
 // Each wait has a channel of its own. A channel shared by the waits (one
 // timer for all that began within a window of time) cost about 1% of the
 // throughput of SELECT 1 from 16 goroutines on 8 connections, and 3% from
-// 64: every
-// waiter's select locks the shared channel twice, and its lock passes from
-// core to core; a timer per wait costs less than that.
+// 64: every waiter's select locks the shared channel twice, and its lock
+// passes from core to core; a timer per wait costs less than that.
 //
 // After a successful Acquire the context is reused (sync.Pool), so the
 // steady state allocates nothing, but context.AfterFunc's registration for a

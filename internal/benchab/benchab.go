@@ -20,8 +20,8 @@ import (
 // The speed of a machine shared with the database moves by several percent
 // within a second; many short rounds let both sides see the same moments.
 // For a raw pool against itself (SELECT 1, 64 goroutines, 50,000
-// operations a side, 12 runs on 2 cores) the runs' ratios spread over
-// 0.87–1.05 with ten rounds, and 0.98–1.06 with fifty.
+// operations a side, on 2 cores) the runs' ratios spread over 0.87–1.05
+// with ten rounds (12 runs), and 0.97–1.06 with fifty (18 runs).
 const Rounds = 50
 
 // AB runs b.N operations of each side, a and b, from goroutines goroutines,
