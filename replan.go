@@ -87,13 +87,23 @@ options:
 	return mode == pgx.QueryExecModeCacheStatement
 }
 
+// acquire is a checkout for one of the DB's own pool methods: one
+// statement (run again at most once), then the release (see
+// connState.oneShot).
+func (r *replanner) acquire(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Conn, error) {
+	c, err := pool.Acquire(ctx)
+	if err == nil {
+		r.tracer.oneShot(c)
+	}
+	return c, err
+}
+
 // exec is pgxpool.Pool.Exec, with the retry.
 func (r *replanner) exec(ctx context.Context, pool *pgxpool.Pool, sql string, args []any) (pgconn.CommandTag, error) {
-	c, err := pool.Acquire(ctx)
+	c, err := r.acquire(ctx, pool)
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	r.tracer.oneShot(c)
 	defer c.Release()
 	tag, err := c.Conn().Exec(ctx, sql, args...)
 	if err != nil && r.again(err, true, args) {
@@ -121,11 +131,10 @@ func (r *replanner) query(ctx context.Context, c *pgxpool.Conn, sql string, args
 
 // poolQuery is pgxpool.Pool.Query, with the retry.
 func (r *replanner) poolQuery(ctx context.Context, pool *pgxpool.Pool, sql string, args []any) (pgx.Rows, error) {
-	c, err := pool.Acquire(ctx)
+	c, err := r.acquire(ctx, pool)
 	if err != nil {
 		return &errRows{err: err}, err
 	}
-	r.tracer.oneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()
@@ -136,11 +145,10 @@ func (r *replanner) poolQuery(ctx context.Context, pool *pgxpool.Pool, sql strin
 
 // queryRow is pgxpool.Pool.QueryRow, with the retry.
 func (r *replanner) queryRow(ctx context.Context, pool *pgxpool.Pool, sql string, args []any) pgx.Row {
-	c, err := pool.Acquire(ctx)
+	c, err := r.acquire(ctx, pool)
 	if err != nil {
 		return errRow{err: err}
 	}
-	r.tracer.oneShot(c)
 	rows, err := r.query(ctx, c, sql, args)
 	if err != nil {
 		c.Release()
