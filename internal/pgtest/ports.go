@@ -28,16 +28,23 @@ func freePort() (int, error) {
 	}
 	for i := 0; i < 100; i++ {
 		port := lowestPort + rand.IntN(high-lowestPort)
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
+		if free, err := portFree(port); free || err != nil {
+			return port, err
 		}
-		if err := l.Close(); err != nil {
-			return 0, fmt.Errorf("pgtest: find a free port: %w", err)
-		}
-		return port, nil
 	}
 	return 0, errors.New("pgtest: find a free port: 100 ports below the ephemeral range were taken")
+}
+
+// portFree reports whether a listener could bind 127.0.0.1:port just now.
+func portFree(port int) (bool, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false, nil
+	}
+	if err := l.Close(); err != nil {
+		return false, fmt.Errorf("pgtest: find a free port: %w", err)
+	}
+	return true, nil
 }
 
 // anyFreePort lets the kernel pick.

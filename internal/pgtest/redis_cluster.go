@@ -235,14 +235,9 @@ func freeClusterPort(taken map[int]bool) (int, error) {
 		if bus > 65535 || taken[port] || taken[bus] {
 			continue
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(bus)))
-		if err != nil {
-			continue
+		if free, err := portFree(bus); free || err != nil {
+			return port, err
 		}
-		if err := l.Close(); err != nil {
-			return 0, fmt.Errorf("pgtest: find a free port: %w", err)
-		}
-		return port, nil
 	}
 	return 0, errors.New("pgtest: found no free port whose cluster bus port (port+10000) is free too")
 }
