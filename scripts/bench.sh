@@ -74,7 +74,7 @@ for bin in "${!packages[@]}"; do
 done
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- . ':(exclude)bench' 2>/dev/null || echo ' (with uncommitted changes)')"
 	echo "go: $($GO env GOVERSION)"
 	echo "postgres: $(pgversion)"
 	echo "redis: $(redisversion)"
