@@ -40,7 +40,8 @@ var querySpecs = []spec{
 	{name: "BenchmarkCountUsers/goroutines=16", label: "`SELECT COUNT(*) FROM users`, 16 goroutines"},
 	{name: "BenchmarkCountUsers/goroutines=64", label: "`SELECT COUNT(*) FROM users`, 64 goroutines", target: 0.97, maxExtraAllocs: 2, source: issue,
 		known: "The same fixed cost as for SELECT 1 on a query ten times longer."},
-	{name: "BenchmarkInTx", label: "BEGIN; SELECT 1; COMMIT, 16 goroutines: `InTx`+`WithRetry` vs `pgx.BeginFunc`", target: 0.97, source: readme},
+	{name: "BenchmarkInTx", label: "BEGIN; SELECT 1; COMMIT, 16 goroutines: `InTx`+`WithRetry` vs `pgx.BeginFunc`", target: 0.97, source: readme,
+		known: "Both sides run on the same pool and tracer; what differs is InTx's own work (options, the retry loop, its Tx, the transaction metrics: 4 allocations). Runs of its own on the day of this suite measured 0.938 [0.892, 0.986] (12 runs), 0.943 [0.900, 0.988] without `WithRetry`, 0.964 with the sides swapped, and the same at the code before `AcquireTimeout`'s timer per wait (0.936 against 0.932, alternating); suites on other days measured 0.98–1.06. CPU profiles of each side alone put the same client time in a transaction within their spread, so where the rest goes is not yet found"},
 	{name: "BenchmarkLeakDetection", label: "`SELECT 1`, 64 goroutines: leak detection on vs off"},
 }
 

@@ -28,8 +28,12 @@ func freePort() (int, error) {
 	}
 	for i := 0; i < 100; i++ {
 		port := lowestPort + rand.IntN(high-lowestPort)
-		if free, err := portFree(port); free || err != nil {
-			return port, err
+		free, err := portFree(port)
+		if err != nil {
+			return 0, err
+		}
+		if free {
+			return port, nil
 		}
 	}
 	return 0, errors.New("pgtest: find a free port: 100 ports below the ephemeral range were taken")

@@ -235,8 +235,12 @@ func freeClusterPort(taken map[int]bool) (int, error) {
 		if bus > 65535 || taken[port] || taken[bus] {
 			continue
 		}
-		if free, err := portFree(bus); free || err != nil {
-			return port, err
+		free, err := portFree(bus)
+		if err != nil {
+			return 0, err
+		}
+		if free {
+			return port, nil
 		}
 	}
 	return 0, errors.New("pgtest: found no free port whose cluster bus port (port+10000) is free too")
