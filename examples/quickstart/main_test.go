@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,10 +19,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // header, and /metrics carries pgkit's series, the query's name among them.
 func TestQuickstartServes(t *testing.T) {
 	t.Setenv("DATABASE_URL", pgtest.NewDatabase(t))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	addr := pgtest.FreeAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // Ports the servers listen on are chosen below the kernel's ephemeral
@@ -76,4 +77,16 @@ func ephemeralLow() int {
 		}
 	}
 	return 49152
+}
+
+// FreeAddr returns "127.0.0.1:port" for a server a test starts that can
+// only be given an address, not a listener: a port below the ephemeral
+// range (see freePort).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(port)
 }
