@@ -134,10 +134,14 @@ func (p *RetryPolicy) setDefaults() error {
 // type" after a migration changed its result columns, or 26000); that last
 // one runs again at once, without backoff. Any other error returns at once. A connection lost during COMMIT leaves the
 // outcome unknown: that returns *AmbiguousCommitError and is never retried.
-// After the last attempt the error is a *RetryError.
+// After the last attempt the error is a *RetryError. The option may be made
+// once and shared by concurrent calls.
 func WithRetry(p RetryPolicy) TxOption {
+	// Settled here, not per call: the option is often a package-level
+	// variable that concurrent InTx calls share, and must only be read.
+	err := p.setDefaults()
 	return func(o *txOptions) {
-		if err := p.setDefaults(); err != nil {
+		if err != nil {
 			o.err = err
 		}
 		o.retry = &p

@@ -413,3 +413,31 @@ func TestInTxOptions(t *testing.T) {
 
 	require.ErrorContains(t, pgkit.InTx(ctx, db, func(pgkit.Tx) error { return nil }, pgkit.WithTimeout(-1)), "WithTimeout")
 }
+
+// One WithRetry option made once and shared by concurrent InTx calls, as a
+// package-level variable in a service would be: the policy is settled when
+// WithRetry returns and only read after, so -race finds nothing, and its
+// zero fields took their defaults (5 attempts).
+func TestWithRetrySharedByGoroutines(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, pgkit.Config{})
+	ctx := context.Background()
+	retry := pgkit.WithRetry(pgkit.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	serialization := &pgconn.PgError{Code: "40001"}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			<-start
+			errs[i] = pgkit.InTx(ctx, db, func(pgkit.Tx) error { return serialization }, retry)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		var retryErr *pgkit.RetryError
+		require.ErrorAs(t, err, &retryErr)
+		require.Equal(t, pgkit.DefaultRetryMaxAttempts, retryErr.Attempts)
+	}
+}
