@@ -414,11 +414,12 @@ func TestInTxOptions(t *testing.T) {
 	require.ErrorContains(t, pgkit.InTx(ctx, db, func(pgkit.Tx) error { return nil }, pgkit.WithTimeout(-1)), "WithTimeout")
 }
 
-// One WithRetry option made once and shared by concurrent InTx calls, as a
-// package-level variable in a service would be: the policy is settled when
+// Options made once and shared by concurrent InTx calls, as package-level
+// variables in a service would be: WithRetry's policy is settled when
 // WithRetry returns and only read after, so -race finds nothing, and its
-// zero fields took their defaults (5 attempts).
-func TestWithRetrySharedByGoroutines(t *testing.T) {
+// zero fields took their defaults (5 attempts); the other options hold
+// what each call needs.
+func TestTxOptionsSharedByGoroutines(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, pgkit.Config{})
 	ctx := context.Background()
@@ -439,5 +440,24 @@ func TestWithRetrySharedByGoroutines(t *testing.T) {
 		var retryErr *pgkit.RetryError
 		require.ErrorAs(t, err, &retryErr)
 		require.Equal(t, pgkit.DefaultRetryMaxAttempts, retryErr.Attempts)
+	}
+
+	opts := []pgkit.TxOption{pgkit.WithRetry(pgkit.RetryPolicy{}), pgkit.WithTenant("acme"),
+		pgkit.WithIsolation(pgx.RepeatableRead), pgkit.WithTimeout(time.Minute), pgkit.WithStatementTimeout(time.Minute)}
+	tenants := make([]string, 8)
+	start = make(chan struct{})
+	for i := range tenants {
+		wg.Go(func() {
+			<-start
+			errs[i] = pgkit.InTx(ctx, db, func(tx pgkit.Tx) error {
+				return tx.QueryRow(ctx, "SELECT current_setting($1)", pgkit.DefaultTenantSetting).Scan(&tenants[i])
+			}, opts...)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range tenants {
+		require.NoError(t, errs[i])
+		require.Equal(t, "acme", tenants[i])
 	}
 }
