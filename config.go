@@ -530,9 +530,10 @@ func (cfg *Config) configure(pcfg *pgxpool.Config, params map[string]string) {
 }
 
 // trace installs t, composed with Config.Tracer, on the pool's connections,
-// with a connection backoff of the pool's own.
-func (cfg *Config) trace(pcfg *pgxpool.Config, t *tracer) {
-	pt := &poolTracer{tracer: t, conns: newConnectBackoff(cfg, pcfg)}
+// with a connection backoff of the pool's own, which ignores the failures
+// closing causes.
+func (cfg *Config) trace(pcfg *pgxpool.Config, t *tracer, closing func() bool) {
+	pt := &poolTracer{tracer: t, conns: newConnectBackoff(cfg, pcfg, closing)}
 	pcfg.BeforeConnect = pt.conns.beforeConnect
 	if user := cfg.BeforeConnect; user != nil {
 		pcfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {

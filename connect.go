@@ -34,9 +34,10 @@ const connectFailuresBeforeBackoff = 2
 // through its pool's poolTracer. Attempts that were failing also explain an
 // Acquire that AcquireTimeout ended (timeoutError).
 type connectBackoff struct {
-	max    time.Duration // the longest wait; 0: never wait (ConnectBackoff Disabled)
-	logger *slog.Logger
-	addr   string // host:port (every host of a multi-host URL), for the log
+	max     time.Duration // the longest wait; 0: never wait (ConnectBackoff Disabled)
+	logger  *slog.Logger
+	addr    string      // host:port (every host of a multi-host URL), for the log
+	closing func() bool // whether the DB is closing
 
 	mu       sync.Mutex
 	failures int       // attempts failed in a row, since the last success
@@ -48,11 +49,12 @@ type connectBackoff struct {
 	inFlight int       // attempts started and not ended
 }
 
-func newConnectBackoff(cfg *Config, pcfg *pgxpool.Config) *connectBackoff {
+func newConnectBackoff(cfg *Config, pcfg *pgxpool.Config, closing func() bool) *connectBackoff {
 	return &connectBackoff{
-		max:    max(cfg.ConnectBackoff, 0),
-		logger: cfg.alerts,
-		addr:   hostsOf(pcfg),
+		max:     max(cfg.ConnectBackoff, 0),
+		logger:  cfg.alerts,
+		addr:    hostsOf(pcfg),
+		closing: closing,
 	}
 }
 
@@ -88,9 +90,10 @@ func (b *connectBackoff) ended(err error) {
 		logEnd = b.backingOff()
 		failures, downFor = b.failures, now.Sub(b.firstAt)
 		b.failures, b.lastErr = 0, nil
-	case errors.Is(err, context.Canceled):
-		// The pool is closing (the only thing that cancels an attempt):
-		// this says nothing about the server.
+	case errors.Is(err, context.Canceled) || b.closing():
+		// The DB is closing: the pool cancels the attempts in progress, and
+		// the DB refuses their dials and cuts short their reads. That says
+		// nothing about the server, and a shutdown logs no outage.
 	default:
 		if b.failures == 0 {
 			b.firstAt = now

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgkit-dev/pgkit"
+	"github.com/pgkit-dev/pgkit/internal/pgtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -217,4 +219,49 @@ func TestConnectBackoffSettings(t *testing.T) {
 		require.Equal(t, c.field, cerr.Field)
 		require.True(t, strings.HasPrefix(err.Error(), "pgkit: invalid Config."+c.field+": "), err.Error())
 	}
+}
+
+// TestCloseDuringConnectsLogsNoOutage: Close while connections are being
+// made, on a healthy server. Closing refuses the attempts' dials (and cuts
+// short those already reading), which says nothing about the server: a
+// shutdown logs no "cannot connect" warning, and the calls waiting get
+// ErrClosed.
+func TestCloseDuringConnectsLogsNoOutage(t *testing.T) {
+	t.Parallel()
+	logs := &testkit.LogRecorder{}
+	const conns = 6
+	entered := make(chan struct{}, conns)
+	db, err := pgkit.Open(context.Background(), pgkit.Config{URL: pgtest.NewDatabase(t), MaxConns: conns,
+		LazyConnect: true, Logger: slog.New(logs),
+		// Holds each attempt until Close cancels it, then lets it dial:
+		// every dial comes after Close began.
+		BeforeConnect: func(ctx context.Context, _ *pgx.ConnConfig) error {
+			entered <- struct{}{}
+			<-ctx.Done()
+			return nil
+		}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, conns)
+	for range conns {
+		go func() { _, err := db.Exec(ctx, "SELECT 1"); errs <- err }()
+	}
+	for range conns {
+		<-entered
+	}
+	closed := make(chan struct{})
+	go func() { db.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Close did not return")
+	}
+	for range conns {
+		require.ErrorIs(t, <-errs, pgkit.ErrClosed)
+	}
+	_, warned := logs.Find("pgkit: cannot connect to the database; new connection attempts back off until one succeeds")
+	require.False(t, warned, "closing logged an outage:\n%s", logs.Text())
+	_, again := logs.Find("pgkit: connected to the database again")
+	require.False(t, again, "closing logged a recovery:\n%s", logs.Text())
 }

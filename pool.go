@@ -102,7 +102,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.tracer.explain = db.explain
 	}
 	db.obs = db.tracer.obs
-	db.cfg.trace(pcfg, db.tracer)
+	db.cfg.trace(pcfg, db.tracer, db.sockets.isClosing)
 	db.replan = replanner{mode: pcfg.ConnConfig.DefaultQueryExecMode, tracer: db.tracer}
 	db.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	db.tracer.pool.Store(db.pool)

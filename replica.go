@@ -150,7 +150,7 @@ func newReplicaSet(db *DB, cfgs []*pgxpool.Config) (*replicaSet, error) {
 	s := &replicaSet{primary: db, tracer: t, done: make(chan struct{}),
 		replan: replanner{mode: db.replan.mode, tracer: t}}
 	for _, pcfg := range cfgs {
-		db.cfg.trace(pcfg, t)
+		db.cfg.trace(pcfg, t, db.sockets.isClosing)
 		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 		if err != nil {
 			s.closePools()
