@@ -47,3 +47,32 @@ func TestNoDeadlineThroughStoppedBackend(t *testing.T) {
 		return err == nil
 	}, 15*time.Second, 20*time.Millisecond, "the pool serves again")
 }
+
+// TestPingWithoutDeadlineThroughStoppedBackend: Ping with no deadline, on
+// a connection whose backend is stopped, returns by PingTimeout (pgx sends
+// a ping past the tracer that applies ClientTimeout), and so does not keep
+// Close waiting for its connection.
+func TestPingWithoutDeadlineThroughStoppedBackend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openTest(t, pgkit.Config{MaxConns: 1, PingTimeout: frozenBound})
+	var pid int
+	require.NoError(t, db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	continued := false
+	resume := func() {
+		if !continued {
+			continued = true
+			require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+		}
+	}
+	t.Cleanup(resume)
+
+	start := time.Now()
+	err := db.Ping(ctx)
+	took := time.Since(start)
+	resume()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, took, frozenBound+frozenSlack, "a ping with no deadline waited for a stopped backend")
+	require.Eventually(t, func() bool { return db.Ping(ctx) == nil }, 15*time.Second, 20*time.Millisecond, "the pool serves again")
+}

@@ -176,7 +176,9 @@ func (db *DB) checkServer(ctx context.Context) error {
 func (db *DB) Config() Config { return db.cfg }
 
 // Pool returns the underlying pgxpool.Pool. Its methods are traced like the
-// DB's, AcquireTimeout included.
+// DB's, AcquireTimeout included, except its Ping: pgx sends pings past the
+// tracer, so ClientTimeout does not bound them (DB.Ping is bounded by
+// PingTimeout).
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // Close closes every connection, replicas' included, waits for acquired ones
@@ -351,12 +353,31 @@ func (db *DB) Reset() {
 	}
 }
 
-// Ping checks out a connection and pings the server with it.
+// Ping checks out a connection (bounded by AcquireTimeout) and pings the
+// server with it, bounded by PingTimeout (1s by default; ClientTimeout when
+// PingTimeout is Disabled) unless ctx ends sooner. A ping that times out
+// closes its connection.
 func (db *DB) Ping(ctx context.Context) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	return db.acquireErr(db.pool.Ping(ctx))
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return db.acquireErr(err)
+	}
+	defer conn.Release()
+	// pgx sends a ping past its tracer, where ClientTimeout is applied: it
+	// is bounded here.
+	d := db.cfg.PingTimeout
+	if d <= 0 { // Disabled
+		d = db.cfg.ClientTimeout
+	}
+	if d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	return conn.Ping(ctx)
 }
 
 // Stat returns pgxpool's statistics; PoolStats adds pgkit's own.

@@ -10,9 +10,10 @@ import (
 // database/sql: a migration tool (goose, golang-migrate), sqlx, an ORM. Its
 // connections are the pool's, so they are traced and named like any other
 // (WithQueryName on the context works), bounded by MaxConns, AcquireTimeout
-// and ClientTimeout, and run with the pool's settings and hooks. It keeps no
-// idle connection of its own: each goes back to the pool after use, so none
-// looks leaked. Every call returns the same *sql.DB, so don't close it
+// and ClientTimeout (except PingContext: pgx sends pings past the tracer,
+// so give it a deadline, or use DB.Ping), and run with the pool's settings
+// and hooks. It keeps no idle connection of its own: each goes back to the
+// pool after use, so none looks leaked. Every call returns the same *sql.DB, so don't close it
 // yourself (a closed one stays closed); Close closes it.
 func (db *DB) SQLDB() *sql.DB {
 	db.sqlMu.Lock()
