@@ -22,17 +22,7 @@ func TestNoDeadlineThroughStoppedBackend(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, pgkit.Config{MaxConns: 1, ClientTimeout: frozenBound})
-	var pid int
-	require.NoError(t, db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	continued := false
-	resume := func() {
-		if !continued {
-			continued = true
-			require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
-		}
-	}
-	t.Cleanup(resume)
+	resume := stopBackend(t, db)
 
 	start := time.Now()
 	_, err := db.Exec(ctx, `SELECT 1`)
@@ -56,17 +46,7 @@ func TestPingWithoutDeadlineThroughStoppedBackend(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, pgkit.Config{MaxConns: 1, PingTimeout: frozenBound})
-	var pid int
-	require.NoError(t, db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	continued := false
-	resume := func() {
-		if !continued {
-			continued = true
-			require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
-		}
-	}
-	t.Cleanup(resume)
+	resume := stopBackend(t, db)
 
 	start := time.Now()
 	err := db.Ping(ctx)
@@ -75,4 +55,22 @@ func TestPingWithoutDeadlineThroughStoppedBackend(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, took, frozenBound+frozenSlack, "a ping with no deadline waited for a stopped backend")
 	require.Eventually(t, func() bool { return db.Ping(ctx) == nil }, 15*time.Second, 20*time.Millisecond, "the pool serves again")
+}
+
+// stopBackend stops, with SIGSTOP, the backend of db's one connection and
+// returns the function that continues it (run at cleanup too).
+func stopBackend(t *testing.T, db *pgkit.DB) (resume func()) {
+	t.Helper()
+	var pid int
+	require.NoError(t, db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	continued := false
+	resume = func() {
+		if !continued {
+			continued = true
+			require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+		}
+	}
+	t.Cleanup(resume)
+	return resume
 }
