@@ -13,8 +13,8 @@ import (
 // and ClientTimeout (except PingContext: pgx sends pings past the tracer,
 // so give it a deadline, or use DB.Ping), and run with the pool's settings
 // and hooks. It keeps no idle connection of its own: each goes back to the
-// pool after use, so none looks leaked. Every call returns the same *sql.DB, so don't close it
-// yourself (a closed one stays closed); Close closes it.
+// pool after use, so none looks leaked. Every call returns the same *sql.DB,
+// so don't close it yourself (a closed one stays closed); Close closes it.
 func (db *DB) SQLDB() *sql.DB {
 	db.sqlMu.Lock()
 	defer db.sqlMu.Unlock()
