@@ -42,7 +42,7 @@ generate: ## Regenerate examples/monitoring/alerts_test.yml and grafana-dashboar
 	python3 scripts/gen_dashboard.py
 
 .PHONY: bench
-bench: deps ## Benchmarks, -count 6 (BENCH_COUNT; 12 for the 0.97 rows), about 25 min on 2 cores: raw output to bench/results.txt, pgkit/raw ratios with 95% intervals.
+bench: deps ## Benchmarks, -count 6 (BENCH_COUNT; 12 for the tightest targets), about 25 min on 2 cores: raw output to bench/results.txt, pgkit/raw ratios with 95% intervals.
 	bash scripts/bench.sh
 
 .PHONY: bench-report
