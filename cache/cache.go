@@ -22,9 +22,10 @@ import (
 type Cache[T any] struct {
 	cfg    Config
 	store  Store
-	mem    *MemoryStore // store, when it is a MemoryStore (no timeout, no copy)
-	local  *MemoryStore // the local tier; nil without LocalTTL
-	prefix string       // escaped Name and ':'
+	mem    *MemoryStore   // store, when it is a MemoryStore (no timeout, no copy)
+	local  *MemoryStore   // the local tier; nil without LocalTTL
+	memo   *decodeMemo[T] // values decoded last; nil when T is not copyable
+	prefix string         // escaped Name and ':'
 
 	flights singleflight.Group // the memory store's loads
 	remote  flightGroup[T]     // a remote store's lookups and loads
@@ -72,6 +73,7 @@ func New[T any](store Store, cfg Config) (*Cache[T], error) {
 		store:   store,
 		prefix:  Key(cfg.Name) + ":",
 		slotKey: maphash.MakeSeed(),
+		memo:    newDecodeMemo[T](),
 		log:     cfg.Logger,
 	}
 	if c.log == nil {
@@ -111,7 +113,12 @@ func New[T any](store Store, cfg Config) (*Cache[T], error) {
 // context's error, or the codec's.
 //
 // Every caller gets its own copy of the value, decoded from the stored bytes
-// (a miss included), so it may be modified freely.
+// (a miss included), so it may be modified freely. When a plain copy of a T
+// shares no memory with the original (no slice, map, pointer or interface
+// inside; strings and time.Time are fine), the cache keeps the last values
+// it decoded (up to 128, of up to 4 KiB encoded) by their bytes, and a hit
+// that fetches the same bytes copies the value instead of decoding it:
+// the round trip stays, the decode goes.
 func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
 	return c.getOrLoad(ctx, c.prefix+key, load)
 }
@@ -367,11 +374,21 @@ func (c *Cache[T]) decode(b []byte) (v T, err error, ok bool) {
 	}
 	switch b[0] {
 	case kindValue:
+		slot := -1
+		if c.memo != nil {
+			if v, slot, ok = c.memo.get(b); ok {
+				return v, nil, true
+			}
+		}
 		if ok = c.cfg.Codec.Unmarshal(b[1:], &v) == nil; !ok {
 			var zero T
 			v = zero // what a failed decode left half-filled
+			return v, nil, false
 		}
-		return v, nil, ok
+		if c.memo != nil {
+			c.memo.put(slot, b, v)
+		}
+		return v, nil, true
 	case kindNotFound:
 		if len(b) == 1 && c.cfg.NotFound != nil {
 			return v, c.cfg.NotFound, true

@@ -47,7 +47,7 @@ families=(
 	cache '^BenchmarkCache(MemoryHitVsPostgres|RedisHitVsPostgres)$'              300x     1
 	cache '^BenchmarkCacheRedisHitVsRawGET$'                                      5000x    2
 	cache '^BenchmarkCacheMemoryHitParallel$'                                     100000x  1
-	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache(SameCodec)?$'               5000x    2
+	peerbench '^BenchmarkCacheRedisHitVsGoRedisCache(ManyKeys)?$'                5000x    2
 	pgkittest '^BenchmarkNewDatabase$/./^parallel=8$/^body=200ms$'               24x      1
 	pgkit '^BenchmarkPoolSize$'                                                   3x       1
 	pgkit '^BenchmarkPgBouncer$/^(exec-mode|vs-direct|vs-direct-exec|tx)$'        10000x   1
