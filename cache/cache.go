@@ -116,9 +116,10 @@ func New[T any](store Store, cfg Config) (*Cache[T], error) {
 // (a miss included), so it may be modified freely. When a plain copy of a T
 // shares no memory with the original (no slice, map, pointer or interface
 // inside; strings and time.Time are fine), the cache keeps the last values
-// it decoded (up to 128, of up to 4 KiB encoded) by their bytes, and a hit
+// it decoded (128, each encoded in up to 4 KiB) by their bytes, and a hit
 // that fetches the same bytes copies the value instead of decoding it:
-// the round trip stays, the decode goes.
+// the round trip stays, the decode goes. A type whose UnmarshalJSON reads
+// anything but its bytes (the clock, say) gets what its first decode gave.
 func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (T, error) {
 	return c.getOrLoad(ctx, c.prefix+key, load)
 }
@@ -374,9 +375,9 @@ func (c *Cache[T]) decode(b []byte) (v T, err error, ok bool) {
 	}
 	switch b[0] {
 	case kindValue:
-		slot := -1
+		var hash uint64
 		if c.memo != nil {
-			if v, slot, ok = c.memo.get(b); ok {
+			if v, hash, ok = c.memo.get(b); ok {
 				return v, nil, true
 			}
 		}
@@ -386,7 +387,7 @@ func (c *Cache[T]) decode(b []byte) (v T, err error, ok bool) {
 			return v, nil, false
 		}
 		if c.memo != nil {
-			c.memo.put(slot, b, v)
+			c.memo.put(hash, b, v)
 		}
 		return v, nil, true
 	case kindNotFound:

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"hash/maphash"
+	"math/rand/v2"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -17,21 +18,23 @@ import (
 // since a Codec decodes the same bytes to the same value.
 
 const (
-	memoSlots    = 128     // values remembered per cache, by hash of their bytes
-	memoMaxBytes = 4 << 10 // larger encodings are decoded on every hit
+	memoSets     = 32      // sets of memoWays values, chosen by a hash of their bytes
+	memoWays     = 4       // values per set: up to 4 whose hashes share a set stay together
+	memoMaxBytes = 4 << 10 // larger encodings (the codec's output) are decoded on every hit
 )
 
-// decodeMemo maps encodings to their decoded values, one per slot: a new
-// encoding replaces the one in its slot. It is safe for concurrent use;
-// entries never change once stored.
+// decodeMemo maps encodings to their decoded values, memoSets*memoWays of
+// them: a new encoding takes a free place in its set, else a random one.
+// It is safe for concurrent use; entries never change once stored.
 type decodeMemo[T any] struct {
-	seed  maphash.Seed
-	slots [memoSlots]atomic.Pointer[memoEntry[T]]
+	seed maphash.Seed
+	sets [memoSets][memoWays]atomic.Pointer[memoEntry[T]]
 }
 
 type memoEntry[T any] struct {
-	enc []byte // a copy: the store may reuse the slice it returned
-	v   T
+	hash uint64
+	enc  []byte // a copy: the store may reuse the slice it returned
+	v    T
 }
 
 // newDecodeMemo returns a memo for T, or nil when a copy of a T could share
@@ -43,24 +46,39 @@ func newDecodeMemo[T any]() *decodeMemo[T] {
 	return &decodeMemo[T]{seed: maphash.MakeSeed()}
 }
 
-// get returns the value decoded from enc, if it is remembered, and the
-// slot to put it in after decoding it (-1: too large to remember).
-func (m *decodeMemo[T]) get(enc []byte) (v T, slot int, ok bool) {
-	if len(enc) > memoMaxBytes {
-		return v, -1, false
+// remembers reports whether enc (the kind byte, then the codec's output) is
+// small enough to be remembered.
+func remembers(enc []byte) bool { return len(enc)-1 <= memoMaxBytes }
+
+// get returns the value decoded from enc, if it is remembered, and enc's
+// hash for put.
+func (m *decodeMemo[T]) get(enc []byte) (v T, hash uint64, ok bool) {
+	if !remembers(enc) {
+		return v, 0, false
 	}
-	slot = int(maphash.Bytes(m.seed, enc) % memoSlots)
-	if e := m.slots[slot].Load(); e != nil && bytes.Equal(e.enc, enc) {
-		return e.v, slot, true
+	hash = maphash.Bytes(m.seed, enc)
+	set := &m.sets[hash%memoSets]
+	for i := range set {
+		if e := set[i].Load(); e != nil && e.hash == hash && bytes.Equal(e.enc, enc) {
+			return e.v, hash, true
+		}
 	}
-	return v, slot, false
+	return v, hash, false
 }
 
-// put remembers v as the value decoded from enc, in slot (from get).
-func (m *decodeMemo[T]) put(slot int, enc []byte, v T) {
-	if slot >= 0 {
-		m.slots[slot].Store(&memoEntry[T]{enc: bytes.Clone(enc), v: v})
+// put remembers v as the value decoded from enc, whose hash get returned.
+func (m *decodeMemo[T]) put(hash uint64, enc []byte, v T) {
+	if !remembers(enc) {
+		return
 	}
+	e := &memoEntry[T]{hash: hash, enc: bytes.Clone(enc), v: v}
+	set := &m.sets[hash%memoSets]
+	for i := range set {
+		if set[i].Load() == nil && set[i].CompareAndSwap(nil, e) {
+			return
+		}
+	}
+	set[rand.IntN(memoWays)].Store(e)
 }
 
 var timeType = reflect.TypeFor[time.Time]()

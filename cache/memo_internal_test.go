@@ -1,8 +1,8 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
-	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -58,36 +58,43 @@ func TestCopyable(t *testing.T) {
 }
 
 // TestDecodeMemoNeverAnswersForOtherBytes: with many more encodings than
-// slots, every answer the memo gives is the value put for exactly those
-// bytes; encodings sharing a slot replace each other.
+// places, every answer the memo gives is the value put for exactly those
+// bytes; encodings sharing a set replace each other.
 func TestDecodeMemoNeverAnswersForOtherBytes(t *testing.T) {
 	type value struct{ N int }
 	m := newDecodeMemo[value]()
 	enc := func(n int) []byte { b, _ := json.Marshal(value{n}); return append([]byte{kindValue}, b...) }
-	const n = 10 * memoSlots
+	const places, n = memoSets * memoWays, 10 * memoSets * memoWays
 	for i := range n {
-		_, slot, ok := m.get(enc(i))
+		_, hash, ok := m.get(enc(i))
 		require.False(t, ok, "%d before it was put", i)
 		b := enc(i)
-		m.put(slot, b, value{i})
+		m.put(hash, b, value{i})
 		b[1] = 'x' // the caller's slice may be reused: the memo kept a copy
 	}
 	found := 0
 	for i := range n {
-		v, _, ok := m.get(enc(i))
-		if ok {
+		if v, _, ok := m.get(enc(i)); ok {
 			require.Equal(t, value{i}, v, "the value remembered for %s", enc(i))
 			found++
 		}
 	}
-	require.Greater(t, found, memoSlots/2, "the last encoding put in most slots is still there")
-	require.LessOrEqual(t, found, memoSlots)
+	require.Equal(t, places, found, "every place holds one of the encodings")
+}
 
-	big := append([]byte{kindValue}, fmt.Appendf(nil, "%q", make([]byte, memoMaxBytes))...)
-	_, slot, ok := m.get(big)
-	require.False(t, ok)
-	require.Equal(t, -1, slot, "an encoding over memoMaxBytes has no slot")
-	m.put(slot, big, value{1})
-	_, _, ok = m.get(big)
-	require.False(t, ok)
+// TestDecodeMemoSize: the codec's output is remembered up to memoMaxBytes
+// (the kind byte not counted), not beyond.
+func TestDecodeMemoSize(t *testing.T) {
+	m := newDecodeMemo[int]()
+	for size, want := range map[int]bool{1: true, memoMaxBytes: true, memoMaxBytes + 1: false} {
+		enc := append([]byte{kindValue}, bytes.Repeat([]byte{'1'}, size)...)
+		_, hash, ok := m.get(enc)
+		require.False(t, ok)
+		m.put(hash, enc, size)
+		v, _, ok := m.get(enc)
+		require.Equal(t, want, ok, "codec output of %d bytes", size)
+		if ok {
+			require.Equal(t, size, v)
+		}
+	}
 }

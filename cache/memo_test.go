@@ -183,7 +183,7 @@ func TestCacheDecodesEveryHitOfSharedMemory(t *testing.T) {
 			})
 			run(t, "over 4 KiB", func(codec countingCodec) func() error {
 				c := newCache[large](t, kind.new(t), cache.Config{Name: "large", Codec: codec})
-				body := strings.Repeat("x", 4<<10)
+				body := strings.Repeat("x", 4<<10-len(`{"body":""}`)+1) // JSON of 4 KiB and 1 byte
 				return func() error {
 					v, err := c.GetOrLoad(ctx, "k", func(context.Context) (large, error) { return large{Body: body}, nil })
 					if err == nil && v.Body != body {
@@ -192,6 +192,36 @@ func TestCacheDecodesEveryHitOfSharedMemory(t *testing.T) {
 					return err
 				}
 			})
+		})
+	}
+}
+
+// TestCacheRemembersHotValues: a few hot keys read in turn are each
+// decoded once, however their bytes hash; and a value whose JSON is 4 KiB
+// is remembered.
+func TestCacheRemembersHotValues(t *testing.T) {
+	t.Parallel()
+	type large struct {
+		ID   int    `json:"id"`
+		Body string `json:"body"`
+	}
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var decodes atomic.Int64
+			c := newCache[large](t, kind.new(t), cache.Config{Name: "hot", Codec: countingCodec{decodes: &decodes}})
+			const hot = 8
+			body := strings.Repeat("x", 4<<10-len(`{"id":0,"body":""}`)) // JSON of 4 KiB
+			require.Len(t, mustJSON(t, large{Body: body}), 4<<10)
+			for round := range 20 {
+				for i := range hot {
+					v, err := c.GetOrLoad(ctx, fmt.Sprint(i), func(context.Context) (large, error) { return large{ID: i, Body: body}, nil })
+					require.NoError(t, err)
+					require.Equal(t, i, v.ID, "round %d", round)
+				}
+			}
+			require.Equal(t, int64(hot), decodes.Load(), "each of %d hot values decoded once in 20 rounds", hot)
 		})
 	}
 }
