@@ -70,7 +70,7 @@ var cacheSpecs = []spec{
 	{name: "BenchmarkCacheMemoryHitParallel", label: "memory hit, 64 goroutines, vs store `Get` + `json.Unmarshal`"},
 	// internal/peerbench, a module of its own.
 	{name: "BenchmarkCacheRedisHitVsGoRedisCache", label: "Redis hit vs go-redis/cache's `Once` hit (msgpack), a 200-byte struct, one key", target: 1, source: seam,
-		known: "A pgkit hit that fetches the bytes an earlier hit decoded copies that value instead of decoding it again (a struct with no slice, map or pointer inside, encoded in up to 4 KiB; the last 128 such values are kept); go-redis/cache decodes msgpack on every hit. What pgkit adds is the `StoreTimeout` bound (a context with a timer of its own, 5 allocations) and the shared lookup (3 allocations). The row below is the same hit on keys whose bytes were not decoded lately."},
+		known: "A pgkit hit that fetches the bytes an earlier hit decoded copies that value instead of decoding it again (a struct with no slice, map or pointer inside, encoded in up to 4 KiB; 128 such values are kept, by their bytes); go-redis/cache decodes msgpack on every hit. What pgkit adds is the `StoreTimeout` bound (a context with a timer of its own, 5 allocations) and the shared lookup (3 allocations). The row below is the same hit on keys whose bytes were not decoded lately."},
 	{name: "BenchmarkCacheRedisHitVsGoRedisCacheManyKeys", label: "the same, 1,000 keys in turn: every hit decodes (`encoding/json` against msgpack)"},
 }
 
