@@ -39,8 +39,11 @@ type account struct {
 // another process (or version) of the service would.
 func storeRaw(t *testing.T, s cache.Store, name, key, raw string) {
 	t.Helper()
-	require.NoError(t, s.Set(context.Background(), cache.Key(name)+":"+key, []byte(raw), time.Hour))
+	require.NoError(t, s.Set(context.Background(), storeKey(name, key), []byte(raw), time.Hour))
 }
+
+// storeKey is where the cache named name keeps key in its store.
+func storeKey(name, key string) string { return cache.Key(name) + ":" + key }
 
 // TestCacheDecodesStoredBytesOnce: hits that fetch the bytes a hit before
 // them decoded copy that value instead of decoding again, and every caller
@@ -260,7 +263,7 @@ func TestCacheDecodesWhileValuesChange(t *testing.T) {
 				writers.Go(func() {
 					for v := int64(1); !stop.Load(); v++ {
 						k := keys[(int(v)*7+w)%len(keys)]
-						if err := store.Set(ctx, cache.Key("versioned")+":"+k, []byte(encode(k, v%4)), time.Hour); err != nil {
+						if err := store.Set(ctx, storeKey("versioned", k), []byte(encode(k, v%4)), time.Hour); err != nil {
 							errs <- err
 							return
 						}
