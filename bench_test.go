@@ -73,13 +73,16 @@ func BenchmarkSelect1(b *testing.B) {
 }
 
 // BenchmarkSelect1Calibration is what BenchmarkSelect1's ratio is measured
-// against, at 64 goroutines. raw-vs-raw runs two raw pools of 8 connections
-// against each other: any ratio but 1.0 is the spread of the machine and
-// the method, not of a library. session-settings runs a raw pool against
-// one whose connections carry the session settings pgkit gives its own
-// (statement_timeout, idle_in_transaction_session_timeout, jit,
+// against, and made of, at 64 goroutines. raw-vs-raw runs two raw pools of 8
+// connections against each other: any ratio but 1.0 is the spread of the
+// machine and the method, not of a library. session-settings runs a raw pool
+// against one whose connections carry the session settings pgkit gives its
+// own (statement_timeout, idle_in_transaction_session_timeout, jit,
 // application_name): what the server's keeping of those timeouts costs a
-// statement, whichever client sets them.
+// statement, whichever client sets them. client-side runs that pool against
+// pgkit: what pgkit costs on the client alone. acquire-timeout runs pgkit
+// without AcquireTimeout against pgkit with it (the default): what bounding
+// every wait for a connection costs when every checkout waits.
 func BenchmarkSelect1Calibration(b *testing.B) {
 	url := pgtest.NewDatabase(b)
 	open := func(params map[string]string) *pgxpool.Pool {
@@ -94,7 +97,9 @@ func BenchmarkSelect1Calibration(b *testing.B) {
 	pgkitParams := benchDBOn(b, url, 1, pgkit.Config{}).Pool().Config().ConnConfig.RuntimeParams
 	require.NotEmpty(b, pgkitParams["statement_timeout"], "pgkit's sessions carry a statement_timeout by default")
 	raw, again, withSettings := open(nil), open(nil), open(pgkitParams)
-	query := func(p *pgxpool.Pool) func(context.Context) error {
+	query := func(p interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) func(context.Context) error {
 		return func(ctx context.Context) error {
 			var n int
 			return p.QueryRow(ctx, "SELECT 1").Scan(&n)
@@ -105,6 +110,13 @@ func BenchmarkSelect1Calibration(b *testing.B) {
 	})
 	b.Run("session-settings", func(b *testing.B) {
 		benchAB(b, 64, "raw", query(raw), "raw-with-settings", query(withSettings))
+	})
+	db, unbounded := benchDBOn(b, url, 8, pgkit.Config{}), benchDBOn(b, url, 8, pgkit.Config{AcquireTimeout: pgkit.Disabled})
+	b.Run("client-side", func(b *testing.B) {
+		benchAB(b, 64, "raw-with-settings", query(withSettings), "pgkit", query(db))
+	})
+	b.Run("acquire-timeout", func(b *testing.B) {
+		benchAB(b, 64, "pgkit-unbounded", query(unbounded), "pgkit", query(db))
 	})
 }
 

@@ -36,6 +36,8 @@ var querySpecs = []spec{
 		known: select1Known},
 	{name: "BenchmarkSelect1Calibration/raw-vs-raw", label: "calibration: a raw pool vs another raw pool, `SELECT 1`, 64 goroutines (the method's own spread)"},
 	{name: "BenchmarkSelect1Calibration/session-settings", label: "calibration: a raw pool vs one with pgkit's session settings (`statement_timeout`, …), `SELECT 1`, 64 goroutines"},
+	{name: "BenchmarkSelect1Calibration/client-side", label: "what pgkit costs on the client: a raw pool with pgkit's session settings vs pgkit, `SELECT 1`, 64 goroutines"},
+	{name: "BenchmarkSelect1Calibration/acquire-timeout", label: "what `AcquireTimeout` costs when every checkout waits: pgkit with it `Disabled` vs pgkit, `SELECT 1`, 64 goroutines"},
 	{name: "BenchmarkCountUsers/goroutines=1", label: "`SELECT COUNT(*) FROM users` (10,000), 1 goroutine"},
 	{name: "BenchmarkCountUsers/goroutines=16", label: "`SELECT COUNT(*) FROM users`, 16 goroutines"},
 	{name: "BenchmarkCountUsers/goroutines=64", label: "`SELECT COUNT(*) FROM users`, 64 goroutines", target: 0.97, maxExtraAllocs: 2, source: issue,
