@@ -101,14 +101,12 @@ func TestSlowQueryPlanAndVerifiedIndex(t *testing.T) {
 		_, err := conn.Exec(ctx, s.SQL)
 		return err
 	}))
-	fastest := time.Hour
-	for range 5 {
-		start := time.Now()
-		var n int
-		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM messages WHERE conversation_id = $1 AND content <> $2`, convID, explainArg).Scan(&n))
-		fastest = min(fastest, time.Since(start))
-	}
-	require.Less(t, fastest, time.Millisecond)
+	// Asserted on the plan, not on a time: a shared machine can make even an
+	// index lookup take longer than the slow-query threshold.
+	var after string
+	require.NoError(t, db.QueryRow(ctx, `EXPLAIN (FORMAT JSON) SELECT count(*) FROM messages WHERE conversation_id = $1 AND content <> $2`, convID, explainArg).Scan(&after))
+	require.NotContains(t, after, `"Seq Scan"`, after)
+	require.Contains(t, after, `"Index Name": "messages_conversation_id_idx"`, after)
 }
 
 func TestSlowQueryPlanWithoutHypoPG(t *testing.T) {
