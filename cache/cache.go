@@ -381,10 +381,9 @@ func (c *Cache[T]) decode(b []byte) (v T, err error, ok bool) {
 				return v, nil, true
 			}
 		}
-		if ok = c.cfg.Codec.Unmarshal(b[1:], &v) == nil; !ok {
-			var zero T
-			v = zero // what a failed decode left half-filled
-			return v, nil, false
+		if c.cfg.Codec.Unmarshal(b[1:], &v) != nil {
+			var zero T // not what a failed decode left half-filled
+			return zero, nil, false
 		}
 		if c.memo != nil {
 			c.memo.put(hash, b, v)
