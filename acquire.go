@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -17,22 +18,24 @@ import (
 // batches or transactions.
 //
 // It is a context of its own rather than context.WithTimeout because it is on
-// every checkout, and most checkouts find an idle connection: no timer should
-// be set for them. The timer (and, when the caller's context can be
-// canceled, a watch on it) is armed at the second call of Done, when the
-// checkout waits: the first call is puddle's check, without blocking, that
-// the context is not over; a second is a wait (for a free connection, for a
-// new one to connect, for a ping).
+// every checkout: it sets no timer. The wait is armed at the second call of
+// Done, when the checkout waits (the first call is puddle's check, without
+// blocking, that the context is not over; a second is a wait: for a free
+// connection, for a new one to connect, for a ping): arming notes when the
+// wait is due (one atomic store) and, when the caller's context can be
+// canceled, watches it. The tracer's acquireWaits ends the waits past due.
 //
 // Each wait has a channel of its own. A channel shared by the waits (one
 // timer for all that began within a window of time) cost about 1% of the
 // throughput of SELECT 1 from 16 goroutines on 8 connections, and 3% from
 // 64: every waiter's select locks the shared channel twice, and its lock
-// passes from core to core; a timer per wait costs less than that.
+// passes from core to core. A timer per wait, reset and stopped, cost 80 ns
+// of the tracer's checkout, and up to 2% of the client's throughput at 64
+// goroutines, in the runtime's timer heap (see docs/architecture.md).
 //
-// After a successful Acquire the context is reused (sync.Pool), so the
-// steady state allocates nothing, but context.AfterFunc's registration for a
-// cancelable caller that waited.
+// After a successful Acquire the context is reused (acquireWaits' sync.Pool),
+// so the steady state allocates nothing, but context.AfterFunc's
+// registration for a cancelable caller that waited.
 type acquireCtx struct {
 	parent  context.Context
 	start   int64         // nanotime
@@ -42,11 +45,12 @@ type acquireCtx struct {
 	dones      atomic.Int32 // calls of Done: the second is a wait
 	armed      atomic.Bool
 	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
-	timer      *time.Timer  // stopped while not armed
+	due        atomic.Int64 // nanotime the armed wait is due; 0: none; waitExpired: acquireWaits ended it
 	stopParent func() bool
 
 	connected  atomic.Bool           // a connection was opened with this context (see release)
 	conns      *connectBackoff       // the pool's connection attempts; nil in benchmarks
+	waits      *acquireWaits         // where c goes back for reuse
 	timeoutErr atomic.Pointer[error] // Err's answer once AcquireTimeout ended the wait, set by the first Err then
 }
 
@@ -56,19 +60,68 @@ const (
 	acquireParentDone
 )
 
+const waitExpired = -1
+
 type acquireCtxKey struct{}
 
-var acquireCtxPool = sync.Pool{New: func() any {
-	c := &acquireCtx{done: make(chan struct{})}
-	c.timer = time.AfterFunc(time.Hour, func() { c.finish(acquireTimedOut) })
-	c.timer.Stop()
-	return c
-}}
+// acquireWaits is where a tracer's acquire contexts come from, and what ends
+// their waits at AcquireTimeout: one goroutine looks every
+// acquireCheckPeriod at the contexts it made, and ends the armed waits past
+// due, so a wait ends within AcquireTimeout plus that period. The contexts
+// are reused through a sync.Pool; the list the goroutine reads holds them
+// weakly, so those the pool lets go are collected, and dropped from it.
+type acquireWaits struct {
+	timeout time.Duration // AcquireTimeout; 0: none, and no goroutine
+	pool    sync.Pool
 
-// newAcquireCtx starts an Acquire under parent, bounded by timeout
-// (AcquireTimeout; none when not positive).
-func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connectBackoff) *acquireCtx {
-	c := acquireCtxPool.Get().(*acquireCtx)
+	mu  sync.Mutex
+	all []weak.Pointer[acquireCtx]
+
+	expiry *ticking // nil without a timeout
+}
+
+// acquireCheckPeriod is how often acquireWaits looks: a twentieth of
+// AcquireTimeout, within [5ms, 100ms].
+func acquireCheckPeriod(timeout time.Duration) time.Duration {
+	return min(max(timeout/20, 5*time.Millisecond), 100*time.Millisecond)
+}
+
+func newAcquireWaits(timeout time.Duration) *acquireWaits {
+	w := &acquireWaits{timeout: max(timeout, 0)}
+	w.pool.New = func() any {
+		c := &acquireCtx{done: make(chan struct{}), waits: w}
+		w.mu.Lock()
+		w.all = append(w.all, weak.Make(c))
+		w.mu.Unlock()
+		return c
+	}
+	if w.timeout > 0 {
+		w.expiry = startTicking(acquireCheckPeriod(w.timeout), w.expire)
+	}
+	return w
+}
+
+// expire ends the armed waits due by now, and forgets the contexts that
+// were collected.
+func (w *acquireWaits) expire(now int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	live := w.all[:0]
+	for _, p := range w.all {
+		if c := p.Value(); c != nil {
+			live = append(live, p)
+			c.expire(now)
+		}
+	}
+	clear(w.all[len(live):])
+	w.all = live
+}
+
+func (w *acquireWaits) close() { w.expiry.close() }
+
+// start begins an Acquire under parent, bounded by AcquireTimeout.
+func (w *acquireWaits) start(parent context.Context, conns *connectBackoff) *acquireCtx {
+	c := w.pool.Get().(*acquireCtx)
 	c.parent, c.start, c.timeout, c.conns = parent, nanotime(), 0, conns
 	// A reused c is live and was not connected (see release); what is seldom
 	// set is loaded before it is reset: an atomic store costs more than a
@@ -79,13 +132,13 @@ func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connect
 	if c.timeoutErr.Load() != nil {
 		c.timeoutErr.Store(nil)
 	}
-	if timeout <= 0 {
+	if w.timeout <= 0 {
 		return c
 	}
-	if d, ok := parent.Deadline(); ok && !d.After(timeAt(c.start+int64(timeout))) {
+	if d, ok := parent.Deadline(); ok && !d.After(timeAt(c.start+int64(w.timeout))) {
 		return c // the caller's deadline comes first: nothing to add
 	}
-	c.timeout = timeout
+	c.timeout = w.timeout
 	c.dones.Store(0)
 	if parent.Err() != nil {
 		c.finish(acquireParentDone) // as context.WithTimeout would be: done from the start
@@ -93,18 +146,22 @@ func newAcquireCtx(parent context.Context, timeout time.Duration, conns *connect
 	return c
 }
 
-// arm sets the timer for what is left of AcquireTimeout (ending the wait
-// now when nothing is) and the watch on the parent when it can be canceled.
+// expire ends c's wait when it is armed and due by now. The
+// compare-and-swap makes it the wait it saw: a release meanwhile cleared
+// due, and c's next wait noted its own.
+func (c *acquireCtx) expire(now int64) {
+	if due := c.due.Load(); due > 0 && now >= due && c.due.CompareAndSwap(due, waitExpired) {
+		c.finish(acquireTimedOut)
+	}
+}
+
+// arm notes when the wait is due, for acquireWaits (a wait already past due
+// ends at its next look), and watches the parent when it can be canceled.
 func (c *acquireCtx) arm() {
 	if !c.armed.CompareAndSwap(false, true) {
 		return
 	}
-	left := time.Duration(c.start + int64(c.timeout) - nanotime())
-	if left <= 0 {
-		c.finish(acquireTimedOut)
-		return
-	}
-	c.timer.Reset(left)
+	c.due.Store(c.start + int64(c.timeout))
 	if c.parent.Done() != nil {
 		c.stopParent = context.AfterFunc(c.parent, c.parentDone)
 	}
@@ -136,17 +193,18 @@ func (c *acquireCtx) finish(state int32) {
 	}
 }
 
-// release ends the Acquire: it stops the timer and the watch on the parent
-// when they were armed, and puts c back for reuse when nothing can still
-// read it. Something can when the Acquire failed (puddle's constructor goes
-// on with the context after the wait gave up), when it opened a connection
-// (net.Dialer's fallback racers read the context's values after DialContext
-// returned), or when the timer or the parent already fired; then c is left
-// to the garbage collector, as a context.WithTimeout would be.
+// release ends the Acquire: it disarms the wait and stops the watch on the
+// parent when they were armed, and puts c back for reuse when nothing can
+// still read it. Something can when the Acquire failed (puddle's
+// constructor goes on with the context after the wait gave up), when it
+// opened a connection (net.Dialer's fallback racers read the context's
+// values after DialContext returned), or when acquireWaits or the parent
+// already ended the wait; then c is left to the garbage collector, as a
+// context.WithTimeout would be.
 func (c *acquireCtx) release(acquired bool) {
 	stopped := true
 	if c.armed.Load() {
-		stopped = c.timer.Stop()
+		stopped = c.due.Swap(0) != waitExpired
 		if c.stopParent != nil {
 			stopped = c.stopParent() && stopped
 			c.stopParent = nil
@@ -154,7 +212,7 @@ func (c *acquireCtx) release(acquired bool) {
 	}
 	if acquired && stopped && !c.connected.Load() && c.state.Load() == acquireLive {
 		c.parent, c.conns = nil, nil
-		acquireCtxPool.Put(c)
+		c.waits.pool.Put(c)
 	}
 }
 
@@ -209,7 +267,7 @@ func (t *tracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpo
 }
 
 func (t *tracer) acquireStart(ctx context.Context, conns *connectBackoff) context.Context {
-	c := newAcquireCtx(ctx, t.cfg.AcquireTimeout, conns)
+	c := t.waits.start(ctx, conns)
 	t.obs.acquire.addExtra(1)
 	return c
 }

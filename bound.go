@@ -80,36 +80,12 @@ func (b *clientBound) expire(now int64, timeout time.Duration) {
 	_ = b.sock.SetDeadline(time.Unix(0, 1)) // in the past: the blocked read or write fails now
 }
 
-// boundWatcher is the goroutine that expires statements past ClientTimeout
-// on a tracer's connections.
-type boundWatcher struct {
-	stop, done chan struct{}
-}
-
-func startBoundWatcher(conns func() []*connState, timeout time.Duration) *boundWatcher {
-	w := &boundWatcher{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(boundPeriod(timeout))
-		defer tick.Stop()
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-				now := nanotime()
-				for _, cs := range conns() {
-					cs.bound.expire(now, timeout)
-				}
-			}
+// startBoundWatcher starts the goroutine that expires statements past
+// ClientTimeout on a tracer's connections.
+func startBoundWatcher(conns func() []*connState, timeout time.Duration) *ticking {
+	return startTicking(boundPeriod(timeout), func(now int64) {
+		for _, cs := range conns() {
+			cs.bound.expire(now, timeout)
 		}
-	}()
-	return w
-}
-
-func (w *boundWatcher) close() {
-	if w != nil {
-		close(w.stop)
-		<-w.done
-	}
+	})
 }

@@ -101,9 +101,11 @@ type Config struct {
 	// (pgxpool has no such bound). A wait that times out returns an error that
 	// matches ErrAcquireTimeout and context.DeadlineExceeded (an
 	// *UnreachableError when connection attempts were failing meanwhile); a
-	// shorter deadline on the caller's context still wins. A checkout that
-	// finds an idle connection sets no timer. Default 5s; Disabled waits as
-	// long as the context allows.
+	// shorter deadline on the caller's context still wins. No checkout sets a
+	// timer: one goroutine per pool role ends the waits past AcquireTimeout,
+	// looking every twentieth of it (5 to 100 ms), so a wait ends within
+	// AcquireTimeout plus that. Default 5s; Disabled waits as long as the
+	// context allows.
 	AcquireTimeout time.Duration
 	// MaxConnLifetime closes a connection older than this (recycling, like
 	// SQLAlchemy's pool_recycle). Default 1h.

@@ -24,8 +24,7 @@ type leakDetector struct {
 	logger    *slog.Logger // a returned leak, at Info
 	alerts    *slog.Logger // a leak, at Warn
 
-	stop chan struct{}
-	done chan struct{}
+	scans *ticking
 }
 
 // leakState is a connection's part in leak detection.
@@ -38,9 +37,8 @@ type leakState struct {
 }
 
 func newLeakDetector(obs *observer, conns func() []*connState, threshold time.Duration, logger, alerts *slog.Logger) *leakDetector {
-	d := &leakDetector{obs: obs, conns: conns, threshold: threshold, logger: logger, alerts: alerts,
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go d.run(min(max(threshold/4, 10*time.Millisecond), 5*time.Second))
+	d := &leakDetector{obs: obs, conns: conns, threshold: threshold, logger: logger, alerts: alerts}
+	d.scans = startTicking(min(max(threshold/4, 10*time.Millisecond), 5*time.Second), d.scan)
 	return d
 }
 
@@ -66,20 +64,6 @@ func (d *leakDetector) released(cs *connState, held time.Duration) {
 	}
 }
 
-func (d *leakDetector) run(period time.Duration) {
-	defer close(d.done)
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-tick.C:
-			d.scan(nanotime())
-		}
-	}
-}
-
 // scan reports each connection that has just passed the threshold.
 func (d *leakDetector) scan(now int64) {
 	for _, cs := range d.conns() {
@@ -101,10 +85,7 @@ func (d *leakDetector) scan(now int64) {
 	}
 }
 
-func (d *leakDetector) close() {
-	close(d.stop)
-	<-d.done
-}
+func (d *leakDetector) close() { d.scans.close() }
 
 func formatStack(pcs []uintptr) string {
 	var b strings.Builder

@@ -254,8 +254,8 @@ func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 		"Ping":      func(ctx context.Context) error { return db.Ping(ctx) },
 		"Pool.Exec": func(ctx context.Context) error { _, err := db.Pool().Exec(ctx, "SELECT 1"); return err },
 	}
-	// A caller's context that cannot be canceled shares its deadline with
-	// the waits of its window; one that can has a timer of its own.
+	// A caller's context that cannot be canceled, and one that can (its
+	// cancellation is watched while the checkout waits).
 	cancelable, stop := context.WithCancel(ctx)
 	defer stop()
 	for _, ctx := range []context.Context{ctx, cancelable} {
@@ -299,7 +299,7 @@ func TestAcquireTimeoutBoundsEveryMethod(t *testing.T) {
 	}
 	require.Equal(t, int32(0), db.PoolStats().Acquired)
 
-	// With idle connections, where the timeout's timer is never armed, a
+	// With idle connections, where the wait is never armed, a
 	// caller canceled before the call is still refused, as pgxpool refuses it.
 	conn, err := db.Pool().Acquire(canceled)
 	if conn != nil {

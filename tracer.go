@@ -28,7 +28,8 @@ type tracer struct {
 	role    string                       // rolePrimary or roleReplica
 	ring    *slowRing                    // shared by a DB's primary and replica tracers
 	leaks   *leakDetector                // nil without a LeakThreshold
-	bounds  *boundWatcher                // nil without a ClientTimeout
+	bounds  *ticking                     // nil without a ClientTimeout
+	waits   *acquireWaits                // the acquire contexts, and AcquireTimeout
 	sink    *atomic.Pointer[record.Sink] // the DB's: pgkittest's recorder, nil when none is attached
 	explain *explainer                   // the DB's, nil without Config.ExplainSlowQueries
 	// pool is the primary's pool, once it exists: foundStandby resets it.
@@ -64,6 +65,7 @@ func newTracer(cfg Config, role string, ring *slowRing) *tracer {
 	if cfg.ClientTimeout > 0 {
 		t.bounds = startBoundWatcher(t.openConns, cfg.ClientTimeout)
 	}
+	t.waits = newAcquireWaits(cfg.AcquireTimeout)
 	return t
 }
 
@@ -73,6 +75,7 @@ func (t *tracer) close() {
 			t.leaks.close()
 		}
 		t.bounds.close()
+		t.waits.close()
 	})
 }
 

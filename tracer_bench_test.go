@@ -44,20 +44,26 @@ func BenchmarkTracerQuery(b *testing.B) {
 }
 
 // BenchmarkTracerAcquireRelease is the tracer's part of one checkout (acquire
-// start and end, release), with leak detection off and on: the price of
-// LeakThreshold is the stack captured at each checkout.
+// start and end, release): with leak detection off and on (the price of
+// LeakThreshold is the stack captured at each checkout), and for a checkout
+// that waits (what arming AcquireTimeout's bound costs: puddle's check of
+// the context, then the wait's, are the two calls of Done).
 func BenchmarkTracerAcquireRelease(b *testing.B) {
-	for _, leak := range []time.Duration{0, time.Minute} {
-		name := "leak-off"
-		if leak > 0 {
-			name = "leak-on"
-		}
-		b.Run(name, func(b *testing.B) {
-			t, conn := benchTracer(b, leak)
+	for _, c := range []struct {
+		name   string
+		leak   time.Duration
+		waited bool
+	}{{"leak-off", 0, false}, {"leak-on", time.Minute, false}, {"waited", 0, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			t, conn := benchTracer(b, c.leak)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
 				actx := t.TraceAcquireStart(ctx, nil, pgxpool.TraceAcquireStartData{})
+				if c.waited {
+					actx.Done()
+					actx.Done()
+				}
 				t.TraceAcquireEnd(actx, nil, pgxpool.TraceAcquireEndData{Conn: conn})
 				t.TraceRelease(nil, pgxpool.TraceReleaseData{Conn: conn})
 			}
