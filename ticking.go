@@ -4,7 +4,7 @@ import "time"
 
 // ticking is a goroutine that calls f with the time (nanotime) every period
 // until stopped: the watchers of ClientTimeout, AcquireTimeout and
-// LeakThreshold. stop returns once f has returned for the last time.
+// LeakThreshold. close returns once f has returned for the last time.
 type ticking struct {
 	stop, done chan struct{}
 }
