@@ -42,10 +42,9 @@ type acquireCtx struct {
 	timeout time.Duration // AcquireTimeout; 0: behave as parent (none, or the caller's deadline is sooner)
 
 	done       chan struct{}
-	dones      atomic.Int32 // calls of Done: the second is a wait
-	armed      atomic.Bool
+	dones      atomic.Int32 // calls of Done: the second is a wait, and arms it
 	state      atomic.Int32 // acquireLive, acquireTimedOut or acquireParentDone
-	due        atomic.Int64 // nanotime the armed wait is due; 0: none; waitExpired: acquireWaits ended it
+	due        atomic.Int64 // nanotime the armed wait is due; 0: not armed; waitExpired: acquireWaits ended it
 	stopParent func() bool
 
 	connected  atomic.Bool           // a connection was opened with this context (see release)
@@ -123,12 +122,9 @@ func (w *acquireWaits) close() { w.expiry.close() }
 func (w *acquireWaits) start(parent context.Context, conns *connectBackoff) *acquireCtx {
 	c := w.pool.Get().(*acquireCtx)
 	c.parent, c.start, c.timeout, c.conns = parent, nanotime(), 0, conns
-	// A reused c is live and was not connected (see release); what is seldom
-	// set is loaded before it is reset: an atomic store costs more than a
-	// load on the checkout path.
-	if c.armed.Load() {
-		c.armed.Store(false)
-	}
+	// A reused c is live, not armed and was not connected (see release);
+	// what is seldom set is loaded before it is reset: an atomic store costs
+	// more than a load on the checkout path.
 	if c.timeoutErr.Load() != nil {
 		c.timeoutErr.Store(nil)
 	}
@@ -157,10 +153,8 @@ func (c *acquireCtx) expire(now int64) {
 
 // arm notes when the wait is due, for acquireWaits (a wait already past due
 // ends at its next look), and watches the parent when it can be canceled.
+// Only the second call of Done arms, so once per Acquire.
 func (c *acquireCtx) arm() {
-	if !c.armed.CompareAndSwap(false, true) {
-		return
-	}
 	c.due.Store(c.start + int64(c.timeout))
 	if c.parent.Done() != nil {
 		c.stopParent = context.AfterFunc(c.parent, c.parentDone)
@@ -203,7 +197,7 @@ func (c *acquireCtx) finish(state int32) {
 // context.WithTimeout would be.
 func (c *acquireCtx) release(acquired bool) {
 	stopped := true
-	if c.armed.Load() {
+	if c.due.Load() != 0 {
 		stopped = c.due.Swap(0) != waitExpired
 		if c.stopParent != nil {
 			stopped = c.stopParent() && stopped
